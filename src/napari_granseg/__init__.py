@@ -1,0 +1,44 @@
+"""napari-granseg: segment anything at any granularity (UnSAMv2) and few-shot series segmentation (SANSA).
+
+Three-line use (see docs/scripting.md)::
+
+    import napari_granseg as gs
+    labels = gs.segment(image, points=[(row, col)], granularity=0.3)
+    labels = gs.segment_everything(image, granularity=0.5)
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "napari_granseg.zoo",
+    "list_models": "napari_granseg.zoo",
+    "ZOO": "napari_granseg.zoo",
+    "LoadedModel": "napari_granseg.models.loaded",
+    "GranularityPredictor": "napari_granseg.engine.interactive",
+    "segment": "napari_granseg.api",
+    "segment_everything": "napari_granseg.api",
+    "get_predictor": "napari_granseg.api",
+    "propagate": "napari_granseg.engine.propagate",
+    "FewShotSegmenter": "napari_granseg.engine.fewshot",
+    "CheckpointError": "napari_granseg.checkpoints",
+    "ModelDownloadError": "napari_granseg.zoo",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import on first use, so ``import napari_granseg`` (and napari's plugin discovery) stays fast."""
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'napari_granseg' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_LAZY))

@@ -1,0 +1,1 @@
+"""napari-free inference engines (no Qt, no napari imports)."""

@@ -1,0 +1,112 @@
+"""Turning what microscopes write (16-bit, one channel, any range) into what SAM 2 expects (RGB in [0, 1]).
+
+Why percentiles: a 16-bit image often uses a few hundred grey levels out of 65535, with a handful of hot
+pixels; min-max scaling would then squash the cells into near-black. We clip to the 0.5th..99.5th
+percentile (as micro-sam and Fiji's auto-contrast do) and rescale to [0, 1]. 8-bit images are used as they
+are (divided by 255), because SAM 2 was trained on natural 8-bit photographs and any stretch changes them.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["to_model_rgb", "check_image", "ImageShapeError"]
+
+DEFAULT_PERCENTILES = (0.5, 99.5)
+
+
+class ImageShapeError(ValueError):
+    """Raised for images the engines cannot take, with what to do instead."""
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate a single 2D image (HxW, HxWx3 or HxWx4) and return it as a numpy array."""
+    image = np.asarray(image)
+    if image.ndim == 2:
+        pass
+    elif image.ndim == 3 and image.shape[-1] in (3, 4):
+        pass
+    elif image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    else:
+        raise ImageShapeError(
+            f"expected one 2D image shaped (H, W) or (H, W, 3), got shape {image.shape}. For a z-stack or "
+            f"time series pass one slice (stack[i]) or use the stack functions (propagate / segment_stack); "
+            f"for channels-first data use np.moveaxis(image, 0, -1)."
+        )
+    if image.shape[0] < 8 or image.shape[1] < 8:
+        raise ImageShapeError(f"image of shape {image.shape} is too small to segment (need at least 8x8 pixels).")
+    if not (np.issubdtype(image.dtype, np.number) or image.dtype == bool):
+        raise ImageShapeError(f"image dtype {image.dtype} is not numeric.")
+    return image
+
+
+def to_model_rgb(image: np.ndarray, percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES) -> np.ndarray:
+    """Return ``float32`` (H, W, 3) in [0, 1].
+
+    - uint8: divided by 255, unchanged otherwise.
+    - uint16 / other ints / floats: clipped to ``percentiles`` (None: min-max) and rescaled.
+    - gray: repeated to 3 channels; RGBA: alpha dropped.
+    """
+    image = check_image(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32) / 255.0
+    else:
+        data = image.astype(np.float32)
+        finite = np.isfinite(data)
+        if not finite.all():
+            data = np.where(finite, data, 0.0)
+        if percentiles is None:
+            lo, hi = float(data.min()), float(data.max())
+        else:
+            lo, hi = (float(v) for v in np.percentile(data, percentiles))
+        if hi <= lo:  # flat image: keep it flat rather than dividing by zero
+            hi = lo + 1.0
+        out = np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def intensity_range(data: np.ndarray, percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+                    max_samples: int = 2_000_000) -> tuple[float, float]:
+    """(lo, hi) of a whole image or stack, from a strided subsample when large (one range for all slices)."""
+    arr = np.asarray(data)
+    step = max(1, int(np.ceil(arr.size / max_samples)))
+    sample = arr.reshape(-1)[::step].astype(np.float32)
+    sample = sample[np.isfinite(sample)]
+    if sample.size == 0:
+        return 0.0, 1.0
+    if percentiles is None:
+        return float(sample.min()), float(sample.max())
+    lo, hi = np.percentile(sample, percentiles)
+    return float(lo), float(hi)
+
+
+def to_model_rgb_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """Like :func:`to_model_rgb` with a fixed intensity range (stack-wide), for non-uint8 data."""
+    image = check_image(image)
+    if image.ndim == 3 and image.shape[-1] == 4:
+        image = image[..., :3]
+    if image.dtype == np.uint8 and (lo, hi) == (0.0, 255.0):
+        out = image.astype(np.float32) / 255.0
+    else:
+        hi = hi if hi > lo else lo + 1.0
+        out = np.clip((np.nan_to_num(image.astype(np.float32)) - lo) / (hi - lo), 0.0, 1.0)
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=-1)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def downsample_for_model(image: np.ndarray, model_size: int, factor: int = 2) -> np.ndarray:
+    """Stride-decimate images far larger than the model input (``factor`` x its size) before normalising.
+
+    The encoder sees ``model_size`` pixels anyway; decimating first keeps a 20k x 20k slide from needing
+    gigabytes of float copies. Masks still come back at full resolution (logits are upsampled).
+    """
+    h, w = image.shape[:2]
+    step = int(max(h, w) // (model_size * factor))
+    if step <= 1:
+        return image
+    return image[::step, ::step]
