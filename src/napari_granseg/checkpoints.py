@@ -37,7 +37,7 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-        except (zipfile.BadZipFile, EOFError, RuntimeError) as err:
+        except (zipfile.BadZipFile, EOFError, RuntimeError, OSError) as err:
             size = path.stat().st_size
             raise CheckpointError(
                 f"{what} {path} ({size} bytes) cannot be read: the file is truncated or corrupt "
