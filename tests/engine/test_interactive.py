@@ -89,6 +89,8 @@ def test_stock_sam2_model_works_without_granularity():
     assert not pred.has_granularity
     masks, ious, _ = pred.predict([[10, 10]], [1])
     assert masks.shape == (1, 64, 64)
+    three, ious3, low3 = pred.predict([[10, 10]], [1], multimask_output=True)
+    assert three.shape == (3, 64, 64) and ious3.shape == (3,) and low3.shape == (3, 64, 64)
     with pytest.raises(ValueError, match="no granularity input"):
         pred.predict([[10, 10]], [1], granularity=0.5)
 
@@ -100,3 +102,13 @@ def test_large_image_is_decimated_for_the_encoder_and_mask_is_full_size(model):
     pred.set_image(big)
     masks, _, _ = pred.predict([[1000, 1500]], [1], granularity=0.5)
     assert masks.shape == (1, 3000, 2000)
+
+
+def test_model_input_matches_sam2_preprocessing_for_8bit_rgb(model):
+    """Our on-device preprocessing equals sam2's own transforms for the images sam2 was made for."""
+    pred = GranularityPredictor(model)
+    rgb = np.random.default_rng(5).integers(0, 256, (70, 90, 3)).astype(np.uint8)
+    ours = pred._model_input(rgb)
+    stock = pred._transforms(rgb)[None]
+    assert ours.shape == stock.shape == (1, 3, 256, 256)
+    assert torch.allclose(ours, stock, atol=1e-5)

@@ -11,13 +11,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
 from ..devices import autocast_for
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder, check_granularity
 from .embeddings import EmbeddingCache, image_key
-from .normalize import DEFAULT_PERCENTILES, check_image, downsample_for_model, to_model_rgb
+from .normalize import DEFAULT_PERCENTILES, check_image, downsample_for_model, intensity_range
 
 __all__ = ["GranularityPredictor", "PromptError"]
 
@@ -81,9 +82,30 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     # ---------------------------------------------------------------- image
     @torch.no_grad()
-    def _compute_features(self, rgb01: np.ndarray) -> dict:
-        x = torch.from_numpy(rgb01).permute(2, 0, 1).contiguous()
-        x = self._transforms.transforms(x)[None].to(self.device)
+    def _model_input(self, image: np.ndarray) -> torch.Tensor:
+        """(1, 3, S, S) normalised model input, computed on the model's device.
+
+        Same result as :func:`to_model_rgb` followed by sam2's resize + ImageNet normalisation, but the
+        float conversion, resize and normalisation run on the GPU when there is one (3x faster set_image
+        on CUDA than doing them on the CPU as sam2's predictor does).
+        """
+        s = int(self.model.image_size)
+        small = downsample_for_model(image, s)
+        lo, hi = intensity_range(image, self.percentiles)
+        hi = hi if hi > lo else lo + 1.0
+        data = small.astype(np.float32, copy=False)
+        if np.issubdtype(small.dtype, np.floating):
+            data = np.nan_to_num(data)
+        x = torch.from_numpy(np.ascontiguousarray(data)).to(self.device)
+        x = x[None].expand(3, -1, -1) if x.ndim == 2 else x[..., :3].permute(2, 0, 1)
+        x = ((x - lo) / (hi - lo)).clamp_(0.0, 1.0)
+        x = F.interpolate(x[None], size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        mean = torch.tensor(self._transforms.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self._transforms.std, device=self.device).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+    @torch.no_grad()
+    def _compute_features(self, x: torch.Tensor) -> dict:
         with autocast_for(self.device, self.autocast):
             backbone_out = self.model.forward_image(x)
             _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
@@ -100,8 +122,7 @@ class GranularityPredictor(SAM2ImagePredictor):
         self.reset_predictor()
 
         def compute():
-            small = downsample_for_model(image, int(self.model.image_size))
-            return self._compute_features(to_model_rgb(small, self.percentiles))
+            return self._compute_features(self._model_input(image))
 
         feats = self.cache.get_or_compute(key, compute)
         self._features = {"image_embed": feats["image_embed"].to(self.device),
@@ -127,7 +148,8 @@ class GranularityPredictor(SAM2ImagePredictor):
         batched pass. None -> no granularity token (stock SAM 2 models must use None).
         mask_input: previous low-res logits (1, h, w) or (N, h, w) fed back (click simulation, refinement).
         refine: UnSAMv2's second pass with its own logits as mask input (same g, single mask).
-        Returns masks (N, H, W) bool (float logits if ``return_logits``), ious (N,), low_res_logits (N, h, w).
+        Returns masks (N, H, W) bool (float logits if ``return_logits``), ious (N,), low_res_logits (N, h, w);
+        a stock SAM 2 model with ``multimask_output=True`` gives its 3 masks (N = 3), as sam2's predictor.
         """
         if not self._is_image_set:
             raise RuntimeError("no image set: call set_image(image) before predict(...)")
@@ -159,8 +181,9 @@ class GranularityPredictor(SAM2ImagePredictor):
         low = torch.clamp(low, -32.0, 32.0)
         if not return_logits:
             masks = masks > self.mask_threshold
-        return (masks[:, 0].cpu().numpy(), ious[:, 0].float().cpu().numpy(),
-                low[:, 0].float().cpu().numpy())
+        # (N, C, ...) -> (N*C, ...): C = 1 for UnSAMv2, 3 for stock SAM 2 with multimask_output
+        return (masks.flatten(0, 1).cpu().numpy(), ious.flatten(0, 1).float().cpu().numpy(),
+                low.flatten(0, 1).float().cpu().numpy())
 
     def _decode(self, coords, labels, boxes, mask_t, g_values, multimask_output, n):
         """One decoder pass for ``n`` prompts sharing the clicks (batched over g); returns (N,1,h,w), (N,1)."""
@@ -185,6 +208,4 @@ class GranularityPredictor(SAM2ImagePredictor):
             image_embeddings=self._features["image_embed"][-1:], image_pe=pe.get_dense_pe(),
             sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense,
             multimask_output=multimask_output, repeat_image=sparse.shape[0] > 1, high_res_features=high_res)
-        if not self.has_granularity and multimask_output:
-            return low, ious  # stock SAM 2: (1, 3, h, w), callers pick
         return low, ious
