@@ -1,0 +1,1 @@
+"""Training, pseudo-labelling and evaluation tools for napari-granseg (install with the [training] extra)."""
