@@ -1,0 +1,51 @@
+"""Shared fixtures.
+
+``trained_unsamv2``: a tiny UnSAMv2 trained from scratch, inside the test session, by the project's own
+trainer (``granseg_training.unsamv2``) on synthetic nested scenes (nucleolus in nucleus in cell); saved in
+the upstream checkpoint layout and loaded back through ``napari_granseg.load_model``. Seeded, no cache
+across runs. ``nested_scenes``: unseen scenes (seeds no training sample uses) for behavioural checks.
+"""
+from __future__ import annotations
+
+import pytest
+
+#: The fast recipe's step count (see granseg_training.unsamv2.recipes.fast_test_config).
+TRAINED_UNSAMV2_STEPS = 300
+
+
+@pytest.fixture(scope="session")
+def trained_unsamv2_run(tmp_path_factory):
+    """(LoadedModel, training history, checkpoint path) of the session's tiny trained UnSAMv2."""
+    import torch
+
+    import napari_granseg as gs
+    from granseg_training.unsamv2.recipes import fast_test_config
+    from granseg_training.unsamv2.trainer import UnSAMv2Trainer
+
+    out = tmp_path_factory.mktemp("unsamv2_trained")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    try:
+        cfg = fast_test_config(out, seed=0, steps=TRAINED_UNSAMV2_STEPS)
+        trainer = UnSAMv2Trainer(cfg)
+        history = trainer.fit()
+        path = trainer.save()
+    finally:
+        torch.set_num_threads(threads)
+    loaded = gs.load_model(path, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
+    return loaded, history, path
+
+
+@pytest.fixture(scope="session")
+def trained_unsamv2(trained_unsamv2_run):
+    """The tiny trained UnSAMv2 as a LoadedModel (kind 'unsamv2', 256 px, CPU)."""
+    return trained_unsamv2_run[0]
+
+
+@pytest.fixture(scope="session")
+def nested_scenes():
+    """Four unseen 128 px one-cell nested scenes (NestedScene: image, masks[level][i], centers = nucleolus
+    (row, col)). One cell per scene, as the 300-step test model was trained on."""
+    from granseg_training.unsamv2.evaluate import nested_eval_scenes
+
+    return nested_eval_scenes(n=4, size=128, n_cells=1, seed=10_000)
