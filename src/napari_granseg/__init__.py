@@ -26,6 +26,10 @@ _LAZY = {
     "FewShotSegmenter": "napari_granseg.engine.fewshot",
     "CheckpointError": "napari_granseg.checkpoints",
     "ModelDownloadError": "napari_granseg.zoo",
+    "run_folder": "napari_granseg.batch",
+    "run_stack": "napari_granseg.batch",
+    "Job": "napari_granseg.batch",
+    "ModelRef": "napari_granseg.batch",
 }
 
 __all__ = sorted(_LAZY)

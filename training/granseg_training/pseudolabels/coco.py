@@ -41,7 +41,8 @@ def write_image_json(path: str | os.PathLike, masks: Sequence[PseudoMask], file_
         rle = _encode(m.mask)
         annotations.append({
             "id": k, "image_id": image_id, "category_id": 1, "segmentation": rle,
-            "area": int(mask_utils.area(_as_bytes(rle))), "bbox": [float(v) for v in mask_utils.toBbox(_as_bytes(rle))],
+            "area": int(mask_utils.area(_as_bytes(rle))),
+            "bbox": [float(v) for v in mask_utils.toBbox(_as_bytes(rle))],
             "iscrowd": 0, "granularity": float(m.granularity), "instance_id": int(m.instance_id),
             "is_part": bool(m.is_part), "is_divide": bool(m.is_divide), "is_conquer": bool(m.is_conquer),
             "score": float(m.score),
