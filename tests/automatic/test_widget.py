@@ -1,0 +1,46 @@
+"""EverythingWidget: a run adds NEW Labels layers (one per g, parent ids as features) and touches nothing else."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+# torch/torchvision/sam2 must be imported before the viewer fixture creates a GL context: importing triton
+# (via torchvision.ops -> torch._dynamo) after that segfaults in this environment
+import napari_granseg.engine.automatic  # noqa: F401
+from napari_granseg.zoo import load_model
+
+pytestmark = pytest.mark.gui
+
+
+def test_run_adds_new_layers_and_exports(make_napari_viewer, qtbot, tmp_path):
+    from napari_granseg.widgets.everything import EverythingWidget, parse_granularities
+
+    torch.manual_seed(0)
+    model = load_model(None, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
+    viewer = make_napari_viewer()
+    image = np.random.default_rng(0).integers(0, 4000, (48, 48)).astype(np.uint16)
+    viewer.add_image(image, name="cells")
+    mine = np.zeros((48, 48), np.int32)
+    mine[5:9, 5:9] = 3
+    user_layer = viewer.add_labels(mine.copy(), name="everything g=0.3")  # same name as an output
+    w = EverythingWidget(viewer, model=model)
+    assert w.image_combo.currentText() == "cells"
+    w.points.setValue(3)
+    w.granularity.setText("0.8, 0.3")
+    worker = w.run()
+    assert worker is not None
+    qtbot.waitUntil(lambda: not w.task.running, timeout=120_000)
+    names = [layer.name for layer in viewer.layers]
+    assert names == ["cells", "everything g=0.3", "everything g=0.3 [2]", "everything g=0.8"]
+    assert viewer.layers["everything g=0.3"] is user_layer
+    np.testing.assert_array_equal(user_layer.data, mine)
+    fine = viewer.layers["everything g=0.3 [2]"]
+    assert fine.data.shape == (48, 48) and "parent_id" in fine.features.columns
+    assert list(fine.features["index"]) == list(range(1, int(fine.data.max()) + 1))
+    paths = w.export(tmp_path)
+    assert sorted(p.name for p in paths) == ["everything_g0.3.tif", "everything_g0.8.tif",
+                                             "everything_hierarchy.csv"]
+    assert parse_granularities("1, 0.1,0.5") == [0.1, 0.5, 1.0]
+    with pytest.raises(ValueError, match="outside"):
+        parse_granularities("0.05")
