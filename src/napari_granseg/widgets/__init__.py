@@ -1,0 +1,1 @@
+"""napari dock widgets (Qt); the engines they drive live in napari_granseg.engine and need no napari."""
