@@ -1,0 +1,108 @@
+"""Screenshots of the interactive widget's states for docs/widgets.md (docs/images/interactive_*.png).
+
+Run (needs a display; headless: Xvfb)::
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--model unsamv2-demo] [--out docs/images]
+
+It opens napari with synthetic nested cells, docks the widget with the bundled demo model (or --model),
+clicks a nucleolus, shows the preview at g=0.1 and g=1.0, commits, then does the same on a stack and
+propagates. The model runs on the CPU in the widget's background workers; this script only waits for them.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def wait_until(condition, timeout: float = 300.0) -> None:
+    """Process Qt events until ``condition()`` is true (the widget's workers report through the event loop)."""
+    from qtpy.QtWidgets import QApplication
+
+    end = time.monotonic() + timeout
+    while not condition():
+        QApplication.processEvents()
+        time.sleep(0.01)
+        if time.monotonic() > end:
+            raise TimeoutError("the widget did not finish in time")
+    for _ in range(20):  # let napari draw the result
+        QApplication.processEvents()
+        time.sleep(0.01)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="unsamv2-demo")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "images"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    import napari
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    import napari_granseg as gs
+    from napari_granseg.synthetic import nested_cells_scene, nested_cells_stack
+    from napari_granseg.widgets.interactive import InteractiveWidget
+
+    model = gs.load_model(args.model, device=args.device)
+    viewer = napari.Viewer(title="napari-granseg: interactive", show=True)
+    viewer.window._qt_window.resize(1500, 900)
+
+    def shot(name: str) -> None:
+        wait_until(lambda: not widget.busy)
+        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+            toast.close()  # no notification toasts over the screenshots
+        wait_until(lambda: True)
+        viewer.screenshot(path=str(out / f"interactive_{name}.png"), canvas_only=False)
+        print("wrote", out / f"interactive_{name}.png", "|", widget.status.text())
+
+    # ---- 2D: click, slide, commit
+    scene = nested_cells_scene(size=128, n_cells=1, seed=10_001)
+    viewer.add_image(scene.image, name="nested cells", colormap="gray")
+    widget = InteractiveWidget(viewer, model=model)
+    viewer.window.add_dock_widget(widget, name="Interactive (UnSAMv2)", area="right")
+    viewer.reset_view()
+    shot("widget")
+
+    row, col = scene.centers[0]
+    widget.granularity = 0.1
+    widget.add_prompt((row, col))
+    wait_until(lambda: widget.preview_mask is not None and not widget.busy)
+    shot("preview_fine")
+    widget.granularity = 0.5  # the demo model is most reliable at the nucleus level
+    wait_until(lambda: not widget.busy)
+    shot("preview_coarse")
+    widget.commit()
+    shot("committed")
+
+    # ---- stack: commit on one slice, propagate
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+    stack, scenes = nested_cells_stack(n_slices=8, size=128, seed=4, drift=1.5)
+    viewer.add_image(stack, name="cell stack", colormap="gray")
+    widget.image_combo.setCurrentText("cell stack")
+    widget.labels_combo.setCurrentIndex(0)  # a new labels layer for the stack
+    viewer.dims.set_current_step(0, 4)
+    viewer.reset_view()
+    r, c = scenes[4].centers[0]
+    widget.granularity = 0.5  # the demo model is most reliable at the nucleus level
+    widget.add_prompt((r, c))
+    wait_until(lambda: widget.preview_mask is not None and not widget.busy)
+    shot("stack_preview")
+    widget.commit()
+    filled: list[int] = []
+    widget.propagated.connect(filled.append)
+    widget.propagate()
+    wait_until(lambda: bool(filled) and not widget.busy)
+    print("propagated into", filled[0], "slices")
+    viewer.dims.set_current_step(0, 1)
+    shot("propagated")
+    viewer.close()
+
+
+if __name__ == "__main__":
+    main()

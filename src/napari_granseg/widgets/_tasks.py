@@ -1,0 +1,312 @@
+"""Run model work off napari's GUI thread, with a progress bar, a cancel button and readable errors.
+
+Why: every model call (loading, image embeddings, decoding, propagation) can take seconds; on the GUI thread
+napari would freeze. Every widget of the plugin runs such work through this module, so that all of them
+behave the same way: a progress bar that moves, a Cancel button that works, and errors shown as napari
+notifications whose message says what to do (never a traceback dialog for a user mistake).
+
+Protocol
+--------
+A task is a *generator function* ``generator_fn(is_cancelled)`` run in a napari thread worker
+(:func:`napari.qt.threading.create_worker`):
+
+- it receives ``is_cancelled``, a callable returning True once the user pressed Cancel (check it between
+  steps; the worker is also asked to quit, which stops the generator at its next ``yield``);
+- it yields :class:`Progress` ``(done, total, message)`` as it goes (``total=0``: busy indicator) and may
+  yield other values, passed to ``on_yield`` on the GUI thread;
+- its ``return`` value goes to ``on_done(value)`` on the GUI thread;
+- any exception goes to ``on_error(exc)`` on the GUI thread (default: :func:`notify_error`).
+
+Exceptions are caught inside the worker thread (superqt's worker silently swallows ``RuntimeError``, and
+napari would show a traceback dialog for others), so ``on_error`` sees every failure exactly once.
+
+Callback-style engine functions (``fn(progress=cb, cancel=cb)``, e.g. :func:`napari_granseg.propagate`) are
+turned into such generators with :func:`blocking_with_progress`.
+
+Example::
+
+    task = BackgroundTask(progress_bar=bar, cancel_button=cancel, status_label=status)
+
+    def job(is_cancelled):
+        for i, image in enumerate(images):
+            if is_cancelled():
+                return None
+            predictor.set_image(image)
+            yield Progress(i + 1, len(images), f"embedded image {i + 1}")
+        return len(images)
+
+    task.start(job, on_done=lambda n: print(n, "images embedded"))
+
+or in one call: ``run_in_background(widget, job, on_done, on_error, progress_bar, cancel_button)``.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterable
+
+__all__ = ["Progress", "BackgroundTask", "run_in_background", "blocking_with_progress", "notify_error",
+           "USER_ERRORS", "avoid_triton_llvm_crash"]
+
+log = logging.getLogger(__name__)
+
+
+def avoid_triton_llvm_crash() -> bool:
+    """Keep torch from importing triton once Mesa's software OpenGL (libLLVM) is loaded; True if it acted.
+
+    Why: with a CUDA build of torch, ``import torchvision`` (which sam2's predictor needs) imports
+    ``torch._dynamo``, which imports ``triton``; loading ``libtriton.so`` after napari has created an
+    OpenGL context on Mesa (llvmpipe/swrast: VMs, Xvfb, remote desktops) crashes the process with a
+    segmentation fault (two LLVMs in one process). Measured here: napari 0.9.2, PyQt5, Mesa with
+    libLLVM-15, torch 2.14.1+cu130. When napari is already drawing through libLLVM and triton is not
+    loaded yet, we mark triton as absent (``sys.modules['triton'] = None``): torch then treats it as not
+    installed, which only disables ``torch.compile`` GPU kernels, unused by the plugin.
+    """
+    import sys
+
+    if "triton" in sys.modules or not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            maps = fh.read()
+    except OSError:  # pragma: no cover
+        return False
+    if "libLLVM" not in maps:
+        return False
+    sys.modules["triton"] = None  # type: ignore[assignment]
+    log.info("napari-granseg: software OpenGL (libLLVM) is loaded; not importing triton, which would crash")
+    return True
+
+
+avoid_triton_llvm_crash()
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report yielded by a task: ``done`` of ``total`` steps (``total=0``: unknown, busy bar)."""
+
+    done: int = 0
+    total: int = 0
+    message: str = ""
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that are user mistakes (their message says what to do): no traceback in the log."""
+    types: list[type[BaseException]] = [ValueError, FileNotFoundError, TypeError, KeyError]
+    try:
+        from ..zoo import CheckpointError, ModelDownloadError
+
+        types += [CheckpointError, ModelDownloadError]
+    except Exception:  # pragma: no cover - zoo import problems are reported elsewhere
+        pass
+    try:
+        from ..engine.propagate import PropagationCancelled
+
+        types.append(PropagationCancelled)
+    except Exception:  # pragma: no cover
+        pass
+    return tuple(types)
+
+
+USER_ERRORS = _user_error_types()
+
+
+def notify_error(exc: BaseException, context: str = "") -> None:
+    """Show ``exc`` as a napari error notification (message only; the traceback goes to the log for bugs)."""
+    from napari.utils.notifications import show_error
+
+    if not isinstance(exc, USER_ERRORS):
+        log.error("napari-granseg: %s failed", context or "a background task", exc_info=exc)
+    prefix = f"{context}: " if context else ""
+    show_error(f"{prefix}{exc}")
+
+
+class _Failure:
+    """What the worker returns instead of raising (see the module docstring)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _guarded(generator_fn: Callable[[Callable[[], bool]], Iterable], is_cancelled: Callable[[], bool]):
+    """Run ``generator_fn`` and turn any exception into a returned :class:`_Failure`."""
+    try:
+        result = generator_fn(is_cancelled)
+        if hasattr(result, "__next__"):
+            result = yield from result
+        return result
+    except BaseException as exc:  # noqa: BLE001 - reported on the GUI thread
+        return _Failure(exc)
+
+
+class BackgroundTask:
+    """Runs one generator task at a time in a napari thread worker, wired to optional Qt controls.
+
+    progress_bar: a ``QProgressBar`` shown while the task runs (range from :class:`Progress`).
+    cancel_button: a ``QPushButton`` enabled while the task runs; clicking it calls :meth:`cancel`.
+    status_label: a ``QLabel`` showing the latest :class:`Progress` message.
+    context: prefix of error notifications (e.g. "Interactive segmentation").
+    """
+
+    def __init__(self, progress_bar=None, cancel_button=None, status_label=None, context: str = ""):
+        self.progress_bar = progress_bar
+        self.cancel_button = cancel_button
+        self.status_label = status_label
+        self.context = context
+        self.worker = None
+        self._cancel = threading.Event()
+        self._finished_callbacks: list[Callable[[], None]] = []
+        if cancel_button is not None:
+            cancel_button.clicked.connect(self.cancel)
+            cancel_button.setEnabled(False)
+        if progress_bar is not None:
+            progress_bar.setVisible(False)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        """Ask the running task to stop (at its next ``yield`` or ``is_cancelled()`` check)."""
+        self._cancel.set()
+        if self.worker is not None:
+            self.worker.quit()
+        if self.status_label is not None:
+            self.status_label.setText("cancelling…")
+
+    def start(self, generator_fn: Callable[[Callable[[], bool]], Any], *, on_done: Callable[[Any], None] | None = None,
+              on_error: Callable[[BaseException], None] | None = None, on_yield: Callable[[Any], None] | None = None,
+              on_finished: Callable[[], None] | None = None, message: str = ""):
+        """Start ``generator_fn`` in a thread worker (see the module docstring); returns the worker.
+
+        Raises RuntimeError if a task is already running (check :attr:`running`, or :meth:`cancel` first).
+        ``on_finished`` runs after success, error or cancel alike.
+        """
+        from napari.qt.threading import create_worker
+
+        if self.worker is not None:
+            raise RuntimeError("another task is still running: wait for it or press Cancel")
+        self._cancel = threading.Event()
+        cancel_event = self._cancel
+        worker = create_worker(_guarded, generator_fn, cancel_event.is_set, _start_thread=False)
+        self.worker = worker
+
+        def yielded(value):
+            if isinstance(value, Progress):
+                self._show_progress(value)
+            elif on_yield is not None:
+                on_yield(value)
+
+        def returned(value):
+            if isinstance(value, _Failure):
+                if cancel_event.is_set():  # the task stopped because it was asked to: not an error
+                    return
+                (on_error or (lambda e: notify_error(e, self.context)))(value.exc)
+            elif not cancel_event.is_set() and on_done is not None:
+                on_done(value)
+
+        def finished():
+            if self.worker is worker:
+                self.worker = None
+            self._set_idle(cancelled=cancel_event.is_set())
+            if on_finished is not None:
+                on_finished()
+            for cb in list(self._finished_callbacks):
+                cb()
+
+        worker.yielded.connect(yielded)
+        worker.returned.connect(returned)
+        worker.finished.connect(finished)
+        self._set_busy(message)
+        worker.start()
+        return worker
+
+    def on_any_finished(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the GUI thread after every task of this runner ends."""
+        self._finished_callbacks.append(callback)
+
+    # ---------------------------------------------------------------- controls
+    def _show_progress(self, p: Progress) -> None:
+        bar = self.progress_bar
+        if bar is not None:
+            if p.total > 0:
+                bar.setRange(0, int(p.total))
+                bar.setValue(int(min(p.done, p.total)))
+            else:
+                bar.setRange(0, 0)
+        if self.status_label is not None and p.message:
+            self.status_label.setText(p.message)
+
+    def _set_busy(self, message: str) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.setRange(0, 0)
+            self.progress_bar.setVisible(True)
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(True)
+        if self.status_label is not None and message:
+            self.status_label.setText(message)
+
+    def _set_idle(self, cancelled: bool) -> None:
+        if self.progress_bar is not None:
+            self.progress_bar.setVisible(False)
+        if self.cancel_button is not None:
+            self.cancel_button.setEnabled(False)
+        if self.status_label is not None and cancelled:
+            self.status_label.setText("cancelled")
+
+
+def run_in_background(widget, generator_fn, on_done=None, on_error=None, progress_bar=None, cancel_button=None,
+                      status_label=None, message: str = ""):
+    """One-shot form of :class:`BackgroundTask`: start ``generator_fn`` and return the task object.
+
+    ``widget``'s title (``windowTitle()``, else its class name) prefixes error notifications. The returned
+    task is kept alive on ``widget._granseg_tasks`` until it finishes.
+    """
+    context = (widget.windowTitle() if hasattr(widget, "windowTitle") else "") or type(widget).__name__
+    task = BackgroundTask(progress_bar, cancel_button, status_label, context=context)
+    keep = widget.__dict__.setdefault("_granseg_tasks", [])
+    keep.append(task)
+    task.start(generator_fn, on_done=on_done, on_error=on_error, message=message,
+               on_finished=lambda: keep.remove(task) if task in keep else None)
+    return task
+
+
+def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bool],
+                           poll_s: float = 0.1) -> Generator[Progress, None, Any]:
+    """Run ``fn(progress, cancel)`` (a callback-style blocking call) and yield its progress as it comes.
+
+    ``fn`` runs in a helper thread and receives ``progress(done, total)`` and ``cancel() -> bool`` callbacks
+    (e.g. ``lambda progress, cancel: gs.propagate(model, stack, prompt, progress=progress, cancel=cancel)``).
+    Use with ``result = yield from blocking_with_progress(fn, is_cancelled)`` inside a task; ``fn``'s
+    exception is re-raised in the task.
+    """
+    q: queue.Queue = queue.Queue()
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["result"] = fn(lambda done, total: q.put(Progress(int(done), int(total))), is_cancelled)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the task
+            box["error"] = exc
+        finally:
+            q.put(None)
+
+    thread = threading.Thread(target=target, name="granseg-blocking", daemon=True)
+    thread.start()
+    while True:
+        try:
+            item = q.get(timeout=poll_s)
+        except queue.Empty:
+            continue
+        if item is None:
+            break
+        yield item
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
