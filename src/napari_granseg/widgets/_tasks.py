@@ -219,9 +219,9 @@ class BackgroundTask:
             for cb in list(self._finished_callbacks):
                 cb()
 
-        worker.yielded.connect(yielded)
-        worker.returned.connect(returned)
-        worker.finished.connect(finished)
+        worker.yielded.connect(_unless_closed(yielded))
+        worker.returned.connect(_unless_closed(returned))
+        worker.finished.connect(_unless_closed(finished))
         self._set_busy(message)
         worker.start()
         return worker
@@ -258,6 +258,24 @@ class BackgroundTask:
             self.cancel_button.setEnabled(False)
         if self.status_label is not None and cancelled:
             self.status_label.setText("cancelled")
+
+
+def _unless_closed(callback: Callable) -> Callable:
+    """Wrap a GUI-thread callback so a task that ends after its widget was closed does nothing.
+
+    Why: a model load started when a dock widget opens can finish after the user (or a test) closed the
+    viewer; Qt has then deleted the widgets and touching them raises RuntimeError("... has been deleted").
+    """
+    def wrapper(*args):
+        try:
+            return callback(*args)
+        except RuntimeError as err:
+            if "has been deleted" in str(err):
+                log.debug("napari-granseg: task finished after its widget was closed")
+                return None
+            raise
+
+    return wrapper
 
 
 def run_in_background(widget, generator_fn, on_done=None, on_error=None, progress_bar=None, cancel_button=None,
