@@ -33,7 +33,7 @@ def _headless(out: Path, model_name: str | None) -> None:
     from napari_granseg.io import atomic_path
     from napari_granseg.synthetic import nested_cells_scene
 
-    scene = nested_cells_scene(size=256, n_cells=4, seed=7)
+    scene = nested_cells_scene(size=256, n_cells=1, seed=7)  # = the napari sample
     model = gs.load_model(model_name)
     print(f"model: {model}{'  <- DEMO model trained on synthetic cells only' if model.is_demo else ''}")
     out.mkdir(parents=True, exist_ok=True)

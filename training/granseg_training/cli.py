@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="checkpoint path (default: the package's demo/unsamv2_demo.pt)")
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--num-threads", dest="num_threads", type=int, default=None)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=1)
     sub.add_parser("sansa", help="train SANSA adapters (arguments: granseg-train sansa --help)", add_help=False)
     return parser
 

@@ -4,25 +4,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..losses import dice_loss, sigmoid_focal_loss
+
 __all__ = ["sigmoid_focal_loss", "dice_loss", "sansa_loss"]
-
-
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,
-                       gamma: float = 2.0) -> torch.Tensor:
-    """(M, H, W) -> (M,) focal loss, mean over pixels."""
-    prob = logits.sigmoid()
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = prob * target + (1 - prob) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.flatten(1).mean(1)
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """(M,) soft Dice loss with +1 smoothing."""
-    prob = logits.sigmoid().flatten(1)
-    t = target.flatten(1)
-    return 1 - (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
 
 
 def sansa_loss(logits: torch.Tensor, target: torch.Tensor, focal_weight: float = 1.0,

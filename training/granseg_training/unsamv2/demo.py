@@ -38,7 +38,7 @@ def _mean(history: list[dict], key: str, sl: slice) -> float:
 
 
 def build_demo(steps: int | None = None, out: str | Path | None = None, device: str = "cpu",
-               num_threads: int | None = None, seed: int = 0, command: Sequence[str] | None = None,
+               num_threads: int | None = None, seed: int = 1, command: Sequence[str] | None = None,
                **overrides) -> dict:
     """Train the demo recipe, write the checkpoint and its JSON metadata, return the metadata."""
     out = Path(out) if out else default_demo_path()
@@ -53,7 +53,7 @@ def build_demo(steps: int | None = None, out: str | Path | None = None, device: 
     import napari_granseg as gs
 
     loaded = gs.load_model(out, kind="unsamv2", config=cfg.model_config, device="cpu")
-    sample = nested_cells_scene(size=256, n_cells=4, seed=7)  # = napari_granseg.sample_data.nested_cells_sample
+    sample = nested_cells_scene(size=256, n_cells=1, seed=7)  # = napari_granseg.sample_data.nested_cells_sample
     tables = {
         "unseen_128px_1cell": nested_iou_table(loaded, nested_eval_scenes(6, 128, 1)).round(4).tolist(),
         "unseen_128px_2cells": nested_iou_table(loaded, nested_eval_scenes(6, 128, 2)).round(4).tolist(),
