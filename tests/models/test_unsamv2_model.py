@@ -122,6 +122,7 @@ def test_batched_granularities_equal_one_at_a_time(scene):
     torch.manual_seed(4)
     model = build_unsamv2(TINY)
     pred = GranularityPredictor(model)
+    pred.batch_granularities = True  # force the one-pass batch (the CPU default loops)
     pred.set_image(scene.image)
     gs = [0.1, 0.25, 0.5, 0.75, 1.0]
     batched, ious, low = pred.predict([[30.0, 40.0]], [1], granularity=gs, return_logits=True)
