@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 from typing import Sequence
+from .config_io import apply_set_overrides
 
 __all__ = ["main", "build_parser"]
 
@@ -63,12 +64,7 @@ def _config_from_args(args: argparse.Namespace):
     if args.augment:
         data.setdefault("augment", {})
         data["augment"] = {**(data["augment"] if isinstance(data["augment"], dict) else {}), "enabled": True}
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        try:
-            data[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            data[key] = raw
+    apply_set_overrides(data, args.set)
     return UnSAMv2TrainConfig.from_dict(data)
 
 

@@ -13,10 +13,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Sequence
+from ..config_io import apply_set_overrides
 
 __all__ = ["main", "build_parser", "config_from_args"]
 
@@ -75,12 +75,7 @@ def config_from_args(args: argparse.Namespace):
     for key in ("image_size", "loss_size"):
         if data.get(key) == 0:
             data[key] = None
-    for item in args.set:
-        key, _, raw = item.partition("=")
-        try:
-            data[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            data[key] = raw
+    apply_set_overrides(data, args.set)
     return SansaTrainConfig.from_dict(data)
 
 

@@ -1,17 +1,15 @@
 """The SANSA training configuration: one dataclass, from YAML/JSON or CLI flags."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+
+from ..config_io import ConfigIO
 
 __all__ = ["SansaTrainConfig"]
 
 
 @dataclass
-class SansaTrainConfig:
+class SansaTrainConfig(ConfigIO):
     """Defaults = the spec's recipe (AdamW 1e-4, betas (0.9, 0.999), wd 0, cosine per iteration, clip 0.1,
     1 reference + 1 query, mask prompts, focal + dice 1:1 on logits upsampled to 640).
 
@@ -20,6 +18,8 @@ class SansaTrainConfig:
     (``data_root``/images + ``data_root``/labels, same file stems; every label id > 0 is a class).
     prompt: "mask" or "multi" (mask / 1-20 points / scribble / box per reference).
     """
+
+    _what = "SANSA"
 
     # model
     model_config: str = "configs/sam2/sam2_hiera_l.yaml"
@@ -73,25 +73,3 @@ class SansaTrainConfig:
         if self.shots < 1:
             raise ValueError("shots must be >= 1")
         self.betas = tuple(self.betas)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SansaTrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown SANSA training options {unknown}; known: {sorted(names)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "SansaTrainConfig":
-        text = Path(path).read_text()
-        if str(path).endswith((".yaml", ".yml")):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls.from_dict(data)

@@ -11,7 +11,6 @@ import math
 import random
 import time
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch

@@ -1,11 +1,9 @@
 """The UnSAMv2 training configuration: one dataclass, loadable from YAML or JSON, overridable by CLI flags."""
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+
+from ..config_io import ConfigIO
 
 from .augment import AugmentConfig
 from .losses import LossWeights
@@ -14,13 +12,15 @@ __all__ = ["UnSAMv2TrainConfig"]
 
 
 @dataclass
-class UnSAMv2TrainConfig:
+class UnSAMv2TrainConfig(ConfigIO):
     """Everything a run needs. Defaults = the spec's recipe (upstream mode, lr 1e-4 -> 1e-5, batch 2).
 
     trainable: "upstream" (only the granularity modules + LoRA train; the rest is frozen, as UnSAMv2) or
     "all" (every weight trains: for tiny models started from random weights, no pretrained base offline).
     data: "synthetic" (nested cell scenes) or "coco" (pseudo-label JSON file/folder in ``coco_json``).
     """
+
+    _what = "UnSAMv2"
 
     # model
     model_config: str = "configs/sam2.1/sam2.1_hiera_s.yaml"
@@ -78,27 +78,3 @@ class UnSAMv2TrainConfig:
             raise ValueError("data='coco' needs coco_json (a pseudo-label JSON file or a folder of them)")
         if self.trainable == "upstream" and not self.lora:
             raise ValueError("trainable='upstream' trains LoRA: keep lora=True")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UnSAMv2TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown UnSAMv2 training option(s) {unknown}; known: {sorted(names)}")
-        return cls(**data)
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> "UnSAMv2TrainConfig":
-        """Read a YAML (.yaml/.yml) or JSON file of the fields above."""
-        path = Path(path)
-        text = path.read_text()
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            data = yaml.safe_load(text) or {}
-        else:
-            data = json.loads(text)
-        return cls.from_dict(data)
