@@ -52,6 +52,8 @@ def main(argv=None) -> dict:
     p.add_argument("--image-size", type=int, default=0, help="upstream square pre-resize (0: none)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: bf16 autocast on CUDA, fp32 elsewhere (the engine's default); both paths alike")
     p.add_argument("--out", default="benchmarks/results/fewshot_reuse.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -70,7 +72,8 @@ def main(argv=None) -> dict:
     series = [shapes_scene(size=args.size, n_objects=4, rng=rng) for _ in range(args.slices)]
     rows = []
     for k in args.refs:
-        fs = FewShotSegmenter(model, image_size=args.image_size or None)
+        autocast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
+        fs = FewShotSegmenter(model, image_size=args.image_size or None, autocast=autocast)
         for img, lab in series[:k]:
             fs.add_reference(img, mask=lab == 1)
         targets = [s[0] for s in series[k:]]
@@ -90,11 +93,12 @@ def main(argv=None) -> dict:
                      "reuse": reuse, "upstream": upstream,
                      "speedup": upstream["per_target_s"] / reuse["per_target_s"],
                      "target_speedup": (k + 1) / 1.2, "max_logit_diff_vs_episode": diff})
-    result = {"config": args.config, "device": str(device), "threads": args.threads, "slice_size": args.size,
+    result = {"config": args.config, "device": str(device), "precision": args.precision,
+              "threads": args.threads, "slice_size": args.size,
               "model_size": model.image_size, "platform": platform.platform(), "torch": torch.__version__,
               "rows": rows}
     print(f"\nFew-shot reuse, {args.config} ({model.image_size} px), {args.slices} slices, {device}, "
-          f"{args.threads} threads\n")
+          f"{args.threads} threads, precision {args.precision}\n")
     print("| refs | targets | reuse s/target | upstream s/target | speed-up | target | RSS growth MB (reuse / upstream) | max |dlogit| |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -1,12 +1,14 @@
-"""Screenshots of the interactive widget's states for docs/widgets.md (docs/images/interactive_*.png).
+"""Screenshots of the three widgets for docs/widgets.md (docs/images/{interactive,everything,fewshot}_*.png).
 
 Run (needs a display; headless: Xvfb)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--model unsamv2-demo] [--out docs/images]
 
-It opens napari with synthetic nested cells, docks the widget with the bundled demo model (or --model),
-clicks a nucleolus, shows the preview at g=0.1 and g=1.0, commits, then does the same on a stack and
-propagates. The model runs on the CPU in the widget's background workers; this script only waits for them.
+It opens napari with synthetic nested cells, docks the interactive widget with the bundled demo model (or
+--model), clicks a nucleolus, shows the preview at g=0.1 and g=0.5, commits, then does the same on a stack and
+propagates; then "Segment everything" at g=0.1 and 1.0 on the nested-cells sample, and the few-shot widget on
+the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo model. The models run on the
+CPU in the widgets' background workers; this script only waits for them.
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def main(argv=None) -> None:
         print("wrote", out / f"interactive_{name}.png", "|", widget.status.text())
 
     # ---- 2D: click, slide, commit
-    scene = nested_cells_scene(size=128, n_cells=1, seed=10_001)
+    scene = nested_cells_scene(size=128, n_cells=2, seed=10_001)
     viewer.add_image(scene.image, name="nested cells", colormap="gray")
     widget = InteractiveWidget(viewer, model=model)
     viewer.window.add_dock_widget(widget, name="Interactive (UnSAMv2)", area="right")
@@ -101,7 +103,64 @@ def main(argv=None) -> None:
     print("propagated into", filled[0], "slices")
     viewer.dims.set_current_step(0, 1)
     shot("propagated")
+    viewer.window.remove_dock_widget(widget)
+    shoot_everything(viewer, model, out)
+    shoot_fewshot(viewer, out)
     viewer.close()
+
+
+def _clear(viewer) -> None:
+    for layer in list(viewer.layers):
+        viewer.layers.remove(layer)
+
+
+def _save(viewer, path: Path, status: str) -> None:
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    wait_until(lambda: True)
+    viewer.screenshot(path=str(path), canvas_only=False)
+    print("wrote", path, "|", status)
+
+
+def shoot_everything(viewer, model, out: Path) -> None:
+    """Segment everything at g=0.1 and g=1.0 on the napari sample: two new Labels layers, linked by features."""
+    from napari_granseg.sample_data import nested_cells_sample
+    from napari_granseg.widgets.everything import EverythingWidget
+
+    _clear(viewer)
+    data, meta, _ = nested_cells_sample()[0]
+    viewer.add_image(data, **meta)
+    widget = EverythingWidget(viewer, model=model)
+    viewer.window.add_dock_widget(widget, name="Segment everything (UnSAMv2)", area="right")
+    widget.granularity.setText("0.1, 1.0")
+    widget.run()
+    wait_until(lambda: not widget.task.running)
+    viewer.layers["everything g=0.1"].visible = True
+    viewer.reset_view()
+    _save(viewer, out / "everything_widget.png", widget.status.text())
+    viewer.window.remove_dock_widget(widget)
+
+
+def shoot_fewshot(viewer, out: Path) -> None:
+    """The few-shot widget on the "shapes series" sample with the bundled SANSA demo (the widget's default)."""
+    from napari_granseg.sample_data import shapes_series_sample
+    from napari_granseg.widgets.fewshot import FewShotWidget
+
+    _clear(viewer)
+    for data, meta, kind in shapes_series_sample():
+        (viewer.add_image if kind == "image" else viewer.add_labels)(data, **meta)
+    widget = FewShotWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Few-shot (SANSA)", area="right")
+    widget.size_combo.setCurrentText("model size")
+    widget.run()
+    wait_until(lambda: not widget.busy)
+    viewer.layers["reference labels"].visible = False
+    viewer.dims.set_current_step(0, 4)
+    viewer.reset_view()
+    _save(viewer, out / "fewshot_widget.png", widget.status.text())
+    viewer.window.remove_dock_widget(widget)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 #: The fast recipe's step count (see granseg_training.unsamv2.recipes.fast_test_config).
-TRAINED_UNSAMV2_STEPS = 300
+TRAINED_UNSAMV2_STEPS = 1000
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +44,10 @@ def trained_unsamv2(trained_unsamv2_run):
 
 @pytest.fixture(scope="session")
 def nested_scenes():
-    """Four unseen 128 px one-cell nested scenes (NestedScene: image, masks[level][i], centers = nucleolus
-    (row, col)). One cell per scene, as the 300-step test model was trained on."""
+    """Four unseen 128 px nested scenes with two cells each (NestedScene: image, masks[level][i], centers =
+    nucleolus (row, col)), so a click must pick one of two cells."""
     from granseg_training.unsamv2.evaluate import nested_eval_scenes
 
-    return nested_eval_scenes(n=4, size=128, n_cells=1, seed=10_000)
+    scenes = nested_eval_scenes(n=4, size=128, n_cells=2, seed=10_000)
+    assert all(len(s.centers) == 2 for s in scenes)
+    return scenes

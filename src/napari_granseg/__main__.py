@@ -31,9 +31,9 @@ def _headless(out: Path, model_name: str | None) -> None:
 
     import napari_granseg as gs
     from napari_granseg.io import atomic_path
-    from napari_granseg.synthetic import nested_cells_scene
+    from napari_granseg.sample_data import nested_cells_sample_scene
 
-    scene = nested_cells_scene(size=256, n_cells=1, seed=7)  # = the napari sample
+    scene = nested_cells_sample_scene()  # = the napari sample
     model = gs.load_model(model_name)
     print(f"model: {model}{'  <- DEMO model trained on synthetic cells only' if model.is_demo else ''}")
     out.mkdir(parents=True, exist_ok=True)

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from .synthetic import nested_cells_scene, nested_cells_stack, shapes_scene
+from .synthetic import NestedScene, nested_cells_scene, nested_cells_stack, shapes_scene
 
-__all__ = ["nested_cells_sample", "cell_stack_sample", "shapes_series_sample", "skimage_cell_sample"]
+__all__ = ["nested_cells_sample", "nested_cells_sample_scene", "cell_stack_sample", "shapes_series_sample",
+           "skimage_cell_sample"]
+
+
+def nested_cells_sample_scene() -> NestedScene:
+    """The scene behind :func:`nested_cells_sample`, with its true masks (for the CLI demo and the demo build)."""
+    return nested_cells_scene(size=256, n_cells=3, seed=7)
 
 
 def nested_cells_sample():
-    """A 256x256 16-bit image of a cell > nucleus > nucleolus (click the nucleolus and move the granularity).
-
-    One cell, because the bundled demo model was trained on one-cell scenes (see docs/status.md)."""
-    scene = nested_cells_scene(size=256, n_cells=1, seed=7)
+    """A 256x256 16-bit image of three cells, each cell > nucleus > nucleolus (click a nucleolus and move the
+    granularity: the nucleolus, its nucleus, its cell)."""
+    scene = nested_cells_sample_scene()
     return [(scene.image, {"name": "nested cells", "colormap": "gray"}, "image")]
 
 

@@ -103,7 +103,8 @@ def nested_cells_stack(n_slices: int = 8, size: int = 128, seed: int = 0, drift:
 
 
 def shapes_scene(size: int = 128, n_objects: int = 4, seed: int | None = 0,
-                 rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 rng: np.random.Generator | None = None,
+                 radius: tuple[float, float] = (0.08, 0.16)) -> tuple[np.ndarray, np.ndarray]:
     """Discs (class 1) and triangles (class 2) of varied size and texture; returns (uint16 image, class labels).
 
     Used by few-shot (SANSA) sample data and tests: the two classes differ by shape, not only intensity.
@@ -116,7 +117,7 @@ def shapes_scene(size: int = 128, n_objects: int = 4, seed: int | None = 0,
     classes = [1, 2] + list(rng.integers(1, 3, size=max(0, n_objects - 2)))
     for cls in classes:
         for _ in range(100):
-            r = rng.uniform(0.08, 0.16) * size
+            r = rng.uniform(*radius) * size
             c = rng.uniform(r + 1, size - r - 1, size=2)
             if cls == 1:
                 m = (rr - c[0]) ** 2 + (cc - c[1]) ** 2 <= r ** 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-TRAINED_SANSA_STEPS = 400
+TRAINED_SANSA_STEPS = 1000
 
 
 @pytest.fixture(scope="session")

@@ -49,6 +49,34 @@ def test_reused_memory_equals_fresh_episode(random_sansa, scenes, k):
     assert all(np.array_equal(a.logits, fs.segment(s[0]).logits) for a, s in zip(again, scenes[3:]))
 
 
+def test_bf16_autocast_path_is_consistent(random_sansa, scenes):
+    """autocast=True (the CUDA default) keeps reuse == fresh episode; the CPU default is float32."""
+    full = FewShotSegmenter(random_sansa, image_size=None)
+    half = FewShotSegmenter(random_sansa, image_size=None, autocast=True)
+    for fs in (full, half):
+        fs.add_reference(scenes[0][0], mask=scenes[0][1] == 1)
+    img = scenes[4][0]
+    a, b = full.segment(img), half.segment(img)
+    assert not torch.is_autocast_cpu_enabled()
+    assert np.array_equal(b.logits, half.segment_episode_reference(img).logits)
+    assert np.array_equal(a.logits, full.segment_episode_reference(img).logits)
+    assert not np.array_equal(a.logits, b.logits)  # autocast really ran in bfloat16
+
+
+def test_bf16_masks_match_float32_masks_of_a_trained_model(trained_sansa):
+    full = FewShotSegmenter(trained_sansa, image_size=None)
+    half = FewShotSegmenter(trained_sansa, image_size=None, autocast=True)
+    ref, ref_labels = shapes_scene(size=128, n_objects=3, seed=500)
+    for fs in (full, half):
+        fs.add_reference(ref, mask=ref_labels == 1)
+    ious = []
+    for seed in (501, 502, 503):
+        img, _ = shapes_scene(size=128, n_objects=3, seed=seed)
+        a, b = full.segment(img).mask, half.segment(img).mask
+        ious.append((a & b).sum() / max(1, (a | b).sum()))
+    assert np.mean(ious) > 0.9, ious
+
+
 def test_memory_roles_and_reference_order_matter(random_sansa, scenes):
     fs = FewShotSegmenter(random_sansa, image_size=None)
     fs.add_reference(scenes[0][0], mask=scenes[0][1] == 1)

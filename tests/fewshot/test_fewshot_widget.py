@@ -39,6 +39,11 @@ def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, traine
     assert out is widget.output_layer and out is not ref_layer
     assert np.array_equal(out.data[0], refs[0])
     assert out.data[1].any() and out.data[2].any()
+    # the discs of the unlabelled slices, not the triangles (the trained model reads the reference)
+    for z in (1, 2):
+        disc, tri, pred = truth[z] == 1, truth[z] == 2, out.data[z] == 1
+        assert (pred & disc).sum() > 0.5 * (pred | disc).sum(), z
+        assert (pred & tri).sum() < 0.2 * tri.sum(), z
     # exactly what the napari-free engine gives for the same inputs
     fs = FewShotSegmenter(trained_sansa, image_size=None, intensity_range=intensity_range(images))
     expected = fs.segment_classes([images[1], images[2]], [refs[0]], [images[0]])

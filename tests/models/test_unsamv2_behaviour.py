@@ -54,6 +54,30 @@ def test_rising_granularity_selects_inner_middle_outer(predictions, g_index):
                                      f"{LEVELS[g_index]}; table (rows g, cols levels):\n{table}")
 
 
+def test_the_mask_lands_on_the_clicked_cell(predictions):
+    """Scenes hold two cells: a click on one cell's nucleolus at g=1 returns that cell, not the other one."""
+    own, on_other = [], []
+    for scene, i, masks in predictions:
+        cell = masks[2]
+        others = np.zeros_like(cell)
+        for j, m in enumerate(scene.masks[2]):
+            if j != i:
+                others |= m
+        own.append(_iou(cell, scene.masks[2][i]))
+        on_other.append((cell & others).sum() / max(1, cell.sum()))
+    assert np.mean(own) > 0.7, f"IoU with the clicked cell: {np.round(own, 3).tolist()}"
+    assert np.mean(on_other) < 0.1, f"share of the mask on the other cell: {np.round(on_other, 3).tolist()}"
+
+
+def test_clicks_on_two_cells_give_two_masks(predictions):
+    """The same g at two clicks in one scene: two different, barely overlapping masks."""
+    by_scene: dict[int, list[np.ndarray]] = {}
+    for scene, _, masks in predictions:
+        by_scene.setdefault(id(scene), []).append(masks[2])
+    pairs = [_iou(a, b) for a, b in (v[:2] for v in by_scene.values() if len(v) >= 2)]
+    assert pairs and np.mean(pairs) < 0.2, f"IoU between the masks of the two clicks per scene: {pairs}"
+
+
 def test_mask_grows_with_granularity(predictions):
     areas = np.mean([masks.reshape(len(G_LEVELS), -1).sum(1) for _, _, masks in predictions], axis=0)
     assert areas[0] < areas[1] < areas[2], f"mean areas at g={G_LEVELS}: {areas.tolist()}"

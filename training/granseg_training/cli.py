@@ -1,4 +1,5 @@
-"""``granseg-train``: train UnSAMv2 (``unsamv2``), rebuild the bundled demo model (``demo``), or SANSA (``sansa``).
+"""``granseg-train``: train UnSAMv2 (``unsamv2``) or SANSA (``sansa``); rebuild the bundled demo models
+(``demo``: UnSAMv2, ``sansa-demo``: few-shot).
 
 Examples::
 
@@ -7,6 +8,7 @@ Examples::
         --steps 15000 --batch-size 2 --out-dir runs/unsamv2
     torchrun --nproc_per_node 2 -m granseg_training.cli unsamv2 --config run.yaml   # DDP
     granseg-train demo                      # rewrites src/napari_granseg/demo/unsamv2_demo.{pt,json}
+    granseg-train sansa-demo                # rewrites src/napari_granseg/demo/sansa_demo.{pt,json}
     granseg-train sansa ...                 # see granseg_training.sansa.cli
 """
 from __future__ import annotations
@@ -79,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--num-threads", dest="num_threads", type=int, default=None)
     demo.add_argument("--seed", type=int, default=1)
+    sdemo = sub.add_parser("sansa-demo", help="rebuild the bundled tiny few-shot demo model (discs vs triangles)")
+    sdemo.add_argument("--steps", type=int, default=None, help="training steps (default: the recorded recipe)")
+    sdemo.add_argument("--out", default=None, help="checkpoint path (default: the package's demo/sansa_demo.pt)")
+    sdemo.add_argument("--device", default="cpu")
+    sdemo.add_argument("--num-threads", dest="num_threads", type=int, default=None)
+    sdemo.add_argument("--seed", type=int, default=0)
     sub.add_parser("sansa", help="train SANSA adapters (arguments: granseg-train sansa --help)", add_help=False)
     return parser
 
@@ -103,6 +111,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         meta = build_demo(steps=args.steps, out=args.out, device=args.device, num_threads=args.num_threads,
                           seed=args.seed, command=["granseg-train", *argv])
+        print(json.dumps(meta, indent=2))
+        return 0
+    if args.command == "sansa-demo":
+        from .sansa.demo import build_sansa_demo
+
+        meta = build_sansa_demo(steps=args.steps, out=args.out, device=args.device, num_threads=args.num_threads,
+                                seed=args.seed, command=["granseg-train", *argv])
         print(json.dumps(meta, indent=2))
         return 0
     return 2

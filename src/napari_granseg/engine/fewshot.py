@@ -155,7 +155,7 @@ class FewShotSegmenter:
     """
 
     def __init__(self, model: Any, image_size: int | None = 640,
-                 intensity_range: tuple[float, float] | None = None):
+                 intensity_range: tuple[float, float] | None = None, autocast: bool | None = None):
         module = getattr(model, "module", model)
         kind = getattr(model, "kind", "sansa")
         if kind != "sansa" or not hasattr(module, "sam"):
@@ -166,6 +166,7 @@ class FewShotSegmenter:
         self.sam = module.sam
         self.image_size = image_size
         self.intensity_range = intensity_range
+        self.autocast = autocast
         self._refs: list[_Reference] = []
         self._memory: dict | None = None
 
@@ -173,6 +174,16 @@ class FewShotSegmenter:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    def _amp(self):
+        """The autocast context for model calls (see ``autocast`` in the class docstring)."""
+        from ..devices import autocast_for
+
+        device = self.device
+        enabled = self.autocast
+        if enabled is None:
+            enabled = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return autocast_for(device, enabled)
 
     @property
     def model_size(self) -> int:
@@ -258,8 +269,10 @@ class FewShotSegmenter:
         self._require_refs()
         if self._memory is None:
             self.model.eval()
-            feats = [encode_frames(self.sam, r.image)[0] for r in self._refs]
-            self._memory, _ = build_memory(self.sam, feats, [r.prompt() for r in self._refs], len(self._refs) + 1)
+            with self._amp():
+                feats = [encode_frames(self.sam, r.image)[0] for r in self._refs]
+                self._memory, _ = build_memory(self.sam, feats, [r.prompt() for r in self._refs],
+                                               len(self._refs) + 1)
         return self._memory
 
     # -------------------------------------------------------------------------------------------- targets
@@ -271,15 +284,19 @@ class FewShotSegmenter:
 
     @torch.inference_mode()
     def _target_logits(self, features: Features, memory: dict, k: int) -> torch.Tensor:
-        return target_step(self.sam, features, memory, frame_idx=k, num_frames=k + 1)["pred_masks"]
+        with self._amp():
+            return target_step(self.sam, features, memory, frame_idx=k, num_frames=k + 1)["pred_masks"]
+
+    def _encode(self, tensor: torch.Tensor) -> Features:
+        with self._amp():
+            return encode_frames(self.sam, tensor)[0]
 
     @torch.inference_mode()
     def segment(self, target: np.ndarray) -> FewShotResult:
         """Segment the references' class in ``target`` (H, W[, 3]) using the cached reference memory."""
         memory = self._memory_dict()
         tensor, shape = self._prep(target)
-        feats = encode_frames(self.sam, tensor)[0]
-        return self._readout(self._target_logits(feats, memory, len(self._refs)), shape)
+        return self._readout(self._target_logits(self._encode(tensor), memory, len(self._refs)), shape)
 
     def segment_many(self, targets: Iterable[np.ndarray], progress: Callable[[int, int], Any] | None = None,
                      cancel: Callable[[], bool] | None = None) -> Iterator[FewShotResult]:
@@ -310,12 +327,13 @@ class FewShotSegmenter:
         self.model.eval()
         tensor, shape = self._prep(target)
         images = [r.image for r in self._refs] + [tensor]
-        if batch_backbone:
-            feats = encode_frames(self.sam, torch.cat(images))
-        else:
-            feats = [encode_frames(self.sam, im)[0] for im in images]
-        k = len(self._refs)
-        memory, _ = build_memory(self.sam, feats[:k], [r.prompt() for r in self._refs], k + 1)
+        with self._amp():
+            if batch_backbone:
+                feats = encode_frames(self.sam, torch.cat(images))
+            else:
+                feats = [encode_frames(self.sam, im)[0] for im in images]
+            k = len(self._refs)
+            memory, _ = build_memory(self.sam, feats[:k], [r.prompt() for r in self._refs], k + 1)
         return self._readout(self._target_logits(feats[k], memory, k), shape)
 
     # --------------------------------------------------------------------------------------- multi-class
@@ -347,7 +365,7 @@ class FewShotSegmenter:
                 return
             with torch.inference_mode():
                 tensor, shape = self._prep(target)
-                feats = encode_frames(self.sam, tensor)[0]
+                feats = self._encode(tensor)
                 probs = np.stack([self._readout(self._target_logits(feats, mem, k), shape).probability
                                   for mem, k in memories])
             best = probs.argmax(0)
@@ -378,12 +396,13 @@ class FewShotSegmenter:
         if not class_ids:
             raise FewShotError("the reference label images are empty: paint at least one class (label id > 0).")
         self.model.eval()
-        ref_feats = [encode_frames(self.sam, t)[0] for t, _ in ref_tensors]
+        ref_feats = [self._encode(t) for t, _ in ref_tensors]
         memories = []
         for c in class_ids:
             idx = [i for i, lab in enumerate(labels) if (lab == c).any()]
             prompts = [{"mask_inputs": preprocess_mask(labels[i] == c, self.model_size, self.device)} for i in idx]
-            memory, _ = build_memory(self.sam, [ref_feats[i] for i in idx], prompts, len(idx) + 1)
+            with self._amp():
+                memory, _ = build_memory(self.sam, [ref_feats[i] for i in idx], prompts, len(idx) + 1)
             memories.append((memory, len(idx)))
         return class_ids, memories
 

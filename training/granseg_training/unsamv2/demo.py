@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from napari_granseg.io import atomic_write_bytes
-from napari_granseg.synthetic import nested_cells_scene
+from napari_granseg.sample_data import nested_cells_sample_scene
 
-from .evaluate import EVAL_GRANULARITIES, nested_eval_scenes, nested_iou_table
+from .evaluate import EVAL_GRANULARITIES, nested_eval_scenes, nested_iou_table, other_cell_share
 from .recipes import demo_config
 from .trainer import UnSAMv2Trainer
 
@@ -53,13 +53,15 @@ def build_demo(steps: int | None = None, out: str | Path | None = None, device: 
     import napari_granseg as gs
 
     loaded = gs.load_model(out, kind="unsamv2", config=cfg.model_config, device="cpu")
-    sample = nested_cells_scene(size=256, n_cells=1, seed=7)  # = napari_granseg.sample_data.nested_cells_sample
+    sample = nested_cells_sample_scene()  # = the napari sample "nested cells"
     tables = {
         "unseen_128px_1cell": nested_iou_table(loaded, nested_eval_scenes(6, 128, 1)).round(4).tolist(),
         "unseen_128px_2cells": nested_iou_table(loaded, nested_eval_scenes(6, 128, 2)).round(4).tolist(),
+        "unseen_128px_3cells": nested_iou_table(loaded, nested_eval_scenes(6, 128, 3)).round(4).tolist(),
         "unseen_256px_4cells": nested_iou_table(loaded, nested_eval_scenes(4, 256, 4)).round(4).tolist(),
-        "sample_nested_cells_256px": nested_iou_table(loaded, [sample]).round(4).tolist(),
+        "sample_nested_cells_256px_3cells": nested_iou_table(loaded, [sample]).round(4).tolist(),
     }
+    on_other = other_cell_share(loaded, nested_eval_scenes(6, 128, 3))
     meta = {
         "model": "unsamv2-demo", "config": cfg.model_config, "storage_dtype": "float32",
         "command": " ".join(command) if command else f"granseg-train demo --steps {cfg.steps} --seed {seed}",
@@ -70,7 +72,8 @@ def build_demo(steps: int | None = None, out: str | Path | None = None, device: 
         "loss_last20": round(_mean(history, "loss", slice(-20, None)), 4),
         "train_iou_last20": round(_mean(history, "iou", slice(-20, None)), 4),
         "eval": {"granularities": list(EVAL_GRANULARITIES), "levels": ["nucleolus", "nucleus", "cell"],
-                 "click": "nucleolus centre, one positive click, mask_threshold 0", "iou_tables": tables},
+                 "click": "nucleolus centre, one positive click, mask_threshold 0", "iou_tables": tables,
+                 "share_of_g1_mask_on_other_cells_3cells": round(on_other, 4)},
         "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
         "train_config": cfg.to_dict() | {"out_dir": "<temporary>"},
     }

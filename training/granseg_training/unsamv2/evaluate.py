@@ -13,7 +13,7 @@ import numpy as np
 
 from napari_granseg.synthetic import LEVEL_NAMES, NestedScene, nested_cells_scene
 
-__all__ = ["EVAL_GRANULARITIES", "nested_eval_scenes", "nested_iou_table", "format_iou_table"]
+__all__ = ["EVAL_GRANULARITIES", "nested_eval_scenes", "nested_iou_table", "other_cell_share", "format_iou_table"]
 
 #: g for nucleolus, nucleus, cell (the nucleus' g from the spec formula is ~0.45 on these scenes)
 EVAL_GRANULARITIES = (0.1, 0.5, 1.0)
@@ -46,6 +46,25 @@ def nested_iou_table(model, scenes: Sequence[NestedScene],
                     table[gi, lvl] += _iou(masks[gi], scene.masks[lvl][i])
             count += 1
     return table / max(count, 1)
+
+
+def other_cell_share(model, scenes: Sequence[NestedScene], granularity: float = 1.0) -> float:
+    """Mean share of the predicted mask (click on a nucleolus centre) lying on OTHER cells than the clicked
+    one: 0 when the model uses the click position, ~(n-1)/n when it returns every cell of an n-cell scene."""
+    from napari_granseg.engine.interactive import GranularityPredictor
+
+    pred = GranularityPredictor(model, mask_threshold=0.0)
+    shares = []
+    for scene in scenes:
+        pred.set_image(scene.image)
+        for i, (row, col) in enumerate(scene.centers):
+            mask = pred.predict([[col, row]], [1], granularity=granularity)[0][0]
+            others = np.zeros_like(mask)
+            for j, m in enumerate(scene.masks[2]):
+                if j != i:
+                    others |= m
+            shares.append((mask & others).sum() / max(1, mask.sum()))
+    return float(np.mean(shares)) if shares else 0.0
 
 
 def format_iou_table(table: np.ndarray, granularities: Sequence[float] = EVAL_GRANULARITIES) -> str:

@@ -1,0 +1,55 @@
+"""The bundled demo models (what a new user sees offline) do what the README says, through the zoo by name."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_granseg import zoo
+
+
+@pytest.fixture
+def empty_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRANSEG_OFFLINE", "1")
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+@pytest.mark.parametrize("kind", ["unsamv2", "sansa"])
+def test_demo_is_the_default_offline_and_says_so(empty_cache, kind):
+    name = zoo.default_model_name(kind)
+    assert name == f"{kind}-demo"
+    model = zoo.load_model(name, device="cpu")
+    assert model.is_demo and model.kind == kind
+    meta = json.loads(zoo.checkpoint_path(name).with_suffix(".json").read_text())
+    assert meta["model"] == name and "command" in meta  # how to rebuild it is recorded next to it
+
+
+def test_unsamv2_demo_on_the_napari_sample_picks_the_clicked_cell_at_each_level(empty_cache):
+    from napari_granseg.engine.interactive import GranularityPredictor
+    from napari_granseg.sample_data import nested_cells_sample_scene
+
+    scene = nested_cells_sample_scene()
+    assert len(scene.centers) == 3
+    pred = GranularityPredictor(zoo.load_model("unsamv2-demo", device="cpu"))
+    pred.set_image(scene.image)
+    for i, (row, col) in enumerate(scene.centers):
+        masks, _, _ = pred.predict([[col, row]], [1], granularity=[0.1, 0.5, 1.0])
+        for level in range(3):
+            assert _iou(masks[level], scene.masks[level][i]) > 0.6, (i, level)
+        others = np.zeros_like(masks[2])
+        for j, m in enumerate(scene.masks[2]):
+            if j != i:
+                others |= m
+        assert (masks[2] & others).sum() < 0.05 * masks[2].sum(), i
+
+
+def test_sansa_demo_segments_both_classes_of_the_napari_sample(empty_cache):
+    from granseg_training.sansa.demo import sample_series_iou
+
+    iou = sample_series_iou(zoo.load_model("sansa-demo", device="cpu"))
+    assert iou["discs"] > 0.6 and iou["triangles"] > 0.5, iou
