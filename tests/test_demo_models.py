@@ -53,3 +53,21 @@ def test_sansa_demo_segments_both_classes_of_the_napari_sample(empty_cache):
 
     iou = sample_series_iou(zoo.load_model("sansa-demo", device="cpu"))
     assert iou["discs"] > 0.6 and iou["triangles"] > 0.5, iou
+
+
+def test_readme_headless_command_segments_each_clicked_cell(empty_cache, tmp_path, capsys):
+    """``python -m napari_granseg --headless``: three clicks on the sample -> three labels, one per cell (g=1)."""
+    import tifffile
+
+    from napari_granseg.__main__ import main
+    from napari_granseg.sample_data import nested_cells_sample_scene
+
+    main(["--headless", "--out", str(tmp_path / "out")])
+    assert "DEMO" in capsys.readouterr().out
+    scene = nested_cells_sample_scene()
+    labels = tifffile.imread(tmp_path / "out" / "sample_labels_g1.0.tif")
+    for i, cell in enumerate(scene.masks[2], start=1):
+        assert _iou(labels == i, cell) > 0.8, i
+    small = tifffile.imread(tmp_path / "out" / "sample_labels_g0.1.tif")
+    for i, nucleolus in enumerate(scene.masks[0], start=1):
+        assert _iou(small == i, nucleolus) > 0.6, i
