@@ -44,3 +44,13 @@ def test_run_adds_new_layers_and_exports(make_napari_viewer, qtbot, tmp_path):
     assert parse_granularities("1, 0.1,0.5") == [0.1, 0.5, 1.0]
     with pytest.raises(ValueError, match="outside"):
         parse_granularities("0.05")
+
+
+def test_min_stability_overrides_the_default_only_when_set(make_napari_viewer):
+    from napari_granseg.widgets.everything import EverythingWidget
+
+    w = EverythingWidget(make_napari_viewer())
+    assert w.stability.value() == 0.0 and w.stability.text() == "auto (per g)"
+    assert w._settings(None, 1.0, "cpu", 8, 0.0).stability_score_thresh == 0.7  # UnSAMv2's default
+    assert w._settings(None, 1.0, "cpu", 8, 0.9).stability_score_thresh == 0.9
+    assert w._settings(None, None, "cpu", 8, 0.0).stability_score_thresh == 0.95  # stock SAM 2's

@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
-                            QSpinBox, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
+                            QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from ._tasks import BackgroundTask, Progress, blocking_with_progress, notify_error
 
@@ -85,6 +85,13 @@ class EverythingWidget(QWidget):
         self.points.setRange(2, 128)
         self.points.setValue(24)
         self.points.setToolTip("click grid = points x points prompts; time grows with its square")
+        self.stability = QDoubleSpinBox()
+        self.stability.setRange(0.0, 1.0)
+        self.stability.setSingleStep(0.05)
+        self.stability.setSpecialValueText("auto (per g)")
+        self.stability.setToolTip("keep masks whose stability score is at least this (0 = the method's default: "
+                                  "0.7 for UnSAMv2, 0.95 for SAM 2). Raise it when objects come back split into "
+                                  "pieces; the bundled demo model needs ~0.9.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.export_button = QPushButton("Export…")
@@ -98,6 +105,7 @@ class EverythingWidget(QWidget):
         form.addRow("granularity", self.granularity)
         form.addRow("preset", self.preset)
         form.addRow("points per side", self.points)
+        form.addRow("min stability", self.stability)
         buttons = QHBoxLayout()
         for b in (self.run_button, self.cancel_button, self.export_button):
             buttons.addWidget(b)
@@ -153,10 +161,11 @@ class EverythingWidget(QWidget):
         self.points.setValue(24 if device.startswith("cpu") else 64)
 
     @staticmethod
-    def _settings(predictor, g, preset_device: str | None, points: int):
+    def _settings(predictor, g, preset_device: str | None, points: int, stability: float = 0.0):
         from ..engine.automatic import AutomaticSettings
 
-        return AutomaticSettings.for_device(preset_device or predictor.device, g, points_per_side=points)
+        extra = {"stability_score_thresh": stability} if stability > 0 else {}
+        return AutomaticSettings.for_device(preset_device or predictor.device, g, points_per_side=points, **extra)
 
     @staticmethod
     def _predictor(model, choice: str):
@@ -196,6 +205,7 @@ class EverythingWidget(QWidget):
 
         model, choice = self.model, self.model_combo.currentText()
         preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
+        stability = float(self.stability.value())
         self.run_button.setEnabled(False)
 
         def job(is_cancelled):
@@ -204,7 +214,7 @@ class EverythingWidget(QWidget):
             granularity = gvals if pred.has_granularity else [None]
             results = {}
             for k, g in enumerate(granularity):
-                settings = self._settings(pred, g, preset_device, points)
+                settings = self._settings(pred, g, preset_device, points, stability)
                 label = "SAM 2" if g is None else f"g={g:g}"
                 yield Progress(0, 0, f"{label}: {settings.points_per_side ** 2} prompts per image"
                                      f" ({k + 1}/{len(granularity)})")
