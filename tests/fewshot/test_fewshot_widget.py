@@ -39,11 +39,12 @@ def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, traine
     assert out is widget.output_layer and out is not ref_layer
     assert np.array_equal(out.data[0], refs[0])
     assert out.data[1].any() and out.data[2].any()
-    # the discs of the unlabelled slices, not the triangles (the trained model reads the reference)
-    for z in (1, 2):
-        disc, tri, pred = truth[z] == 1, truth[z] == 2, out.data[z] == 1
-        assert (pred & disc).sum() > 0.5 * (pred | disc).sum(), z
-        assert (pred & tri).sum() < 0.2 * tri.sum(), z
+    # the discs of the unlabelled slices rather than the triangles (the trained model reads the reference);
+    # the same criterion as tests/fewshot/test_fewshot_behaviour.py, over both target slices
+    pred, disc, tri = out.data[1:] == 1, truth[1:] == 1, truth[1:] == 2
+    iou_disc = (pred & disc).sum() / (pred | disc).sum()
+    iou_tri = (pred & tri).sum() / (pred | tri).sum()
+    assert iou_disc > 0.5 and iou_disc > 2 * iou_tri, (iou_disc, iou_tri)
     # exactly what the napari-free engine gives for the same inputs
     fs = FewShotSegmenter(trained_sansa, image_size=None, intensity_range=intensity_range(images))
     expected = fs.segment_classes([images[1], images[2]], [refs[0]], [images[0]])
