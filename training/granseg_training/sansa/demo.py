@@ -7,10 +7,7 @@ napari sample "shapes series" (2 labelled references, 6 targets).
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.resources as resources
-import json
-import platform
 import shutil
 import tempfile
 import time
@@ -18,10 +15,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 
-from napari_granseg.io import atomic_path, atomic_write_bytes
+from napari_granseg.io import atomic_path
 
+from ..demo_record import mean_of, provenance, write_record
 from .evaluate import class_separation
 from .recipes import demo_config
 from .trainer import SansaTrainer
@@ -31,11 +28,6 @@ __all__ = ["build_sansa_demo", "default_sansa_demo_path", "sample_series_iou"]
 
 def default_sansa_demo_path() -> Path:
     return Path(str(resources.files("napari_granseg") / "demo" / "sansa_demo.pt"))
-
-
-def _mean(history: list[dict], key: str, sl: slice) -> float:
-    vals = [r[key] for r in history[sl]]
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 def sample_series_iou(model) -> dict[str, float]:
@@ -78,23 +70,17 @@ def build_sansa_demo(steps: int | None = None, out: str | Path | None = None, de
 
     loaded = gs.load_model(out, kind="sansa", config=cfg.model_config, base_checkpoint=out, device="cpu")
     sep = class_separation(loaded)
-    meta = {
-        "model": "sansa-demo", "config": cfg.model_config, "storage_dtype": "float32",
-        "command": " ".join(command) if command else f"granseg-train sansa-demo --steps {cfg.steps} --seed {seed}",
-        "steps": cfg.steps, "seed": seed, "device": str(trainer.device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "train_seconds": round(train_s, 1),
-        "loss_first20": round(_mean(history, "loss", slice(0, 20)), 4),
-        "loss_last50": round(_mean(history, "loss", slice(-50, None)), 4),
-        "query_iou_last50": round(_mean(history, "query_iou", slice(-50, None)), 4),
+    meta = provenance("sansa-demo", cfg, seed, trainer.device, train_s, command,
+                      f"granseg-train sansa-demo --steps {cfg.steps} --seed {seed}")
+    meta.update({
+        "loss_first20": round(mean_of(history, "loss", slice(0, 20)), 4),
+        "loss_last50": round(mean_of(history, "loss", slice(-50, None)), 4),
+        "query_iou_last50": round(mean_of(history, "query_iou", slice(-50, None)), 4),
         "eval": {
             "class_separation": {"what": "1 reference scene (128 px, 3 objects) per set, 3 sets x 2 unseen targets "
                                          "per class; IoU of the prediction with the referenced / the other class",
                                  "discs": [round(v, 4) for v in sep[1]], "triangles": [round(v, 4) for v in sep[2]]},
             "sample_shapes_series_iou": sample_series_iou(loaded),
         },
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "train_config": cfg.to_dict() | {"out_dir": "<temporary>"},
-    }
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
-    return meta
+    })
+    return write_record(out, meta, cfg)

@@ -6,21 +6,15 @@ command, steps, seed, training time, loss at the start and end, and the nested-s
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.resources as resources
-import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import torch
-
-from napari_granseg.io import atomic_write_bytes
 from napari_granseg.sample_data import nested_cells_sample_scene
 
+from ..demo_record import mean_of, provenance, write_record
 from .evaluate import EVAL_GRANULARITIES, nested_eval_scenes, nested_iou_table, other_cell_share
 from .recipes import demo_config
 from .trainer import UnSAMv2Trainer
@@ -30,11 +24,6 @@ __all__ = ["build_demo", "default_demo_path"]
 
 def default_demo_path() -> Path:
     return Path(str(resources.files("napari_granseg") / "demo" / "unsamv2_demo.pt"))
-
-
-def _mean(history: list[dict], key: str, sl: slice) -> float:
-    vals = [r[key] for r in history[sl]]
-    return float(np.mean(vals)) if vals else float("nan")
 
 
 def build_demo(steps: int | None = None, out: str | Path | None = None, device: str = "cpu",
@@ -62,20 +51,14 @@ def build_demo(steps: int | None = None, out: str | Path | None = None, device: 
         "sample_nested_cells_256px_3cells": nested_iou_table(loaded, [sample]).round(4).tolist(),
     }
     on_other = other_cell_share(loaded, nested_eval_scenes(6, 128, 3))
-    meta = {
-        "model": "unsamv2-demo", "config": cfg.model_config, "storage_dtype": "float32",
-        "command": " ".join(command) if command else f"granseg-train demo --steps {cfg.steps} --seed {seed}",
-        "steps": cfg.steps, "seed": seed, "device": str(trainer.device), "torch": torch.__version__,
-        "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
-        "train_seconds": round(train_s, 1),
-        "loss_first20": round(_mean(history, "loss", slice(0, 20)), 4),
-        "loss_last20": round(_mean(history, "loss", slice(-20, None)), 4),
-        "train_iou_last20": round(_mean(history, "iou", slice(-20, None)), 4),
+    meta = provenance("unsamv2-demo", cfg, seed, trainer.device, train_s, command,
+                      f"granseg-train demo --steps {cfg.steps} --seed {seed}")
+    meta.update({
+        "loss_first20": round(mean_of(history, "loss", slice(0, 20)), 4),
+        "loss_last20": round(mean_of(history, "loss", slice(-20, None)), 4),
+        "train_iou_last20": round(mean_of(history, "iou", slice(-20, None)), 4),
         "eval": {"granularities": list(EVAL_GRANULARITIES), "levels": ["nucleolus", "nucleus", "cell"],
                  "click": "nucleolus centre, one positive click, mask_threshold 0", "iou_tables": tables,
                  "share_of_g1_mask_on_other_cells_3cells": round(on_other, 4)},
-        "sha256": hashlib.sha256(out.read_bytes()).hexdigest(),
-        "train_config": cfg.to_dict() | {"out_dir": "<temporary>"},
-    }
-    atomic_write_bytes(out.with_suffix(".json"), (json.dumps(meta, indent=2) + "\n").encode())
-    return meta
+    })
+    return write_record(out, meta, cfg)
