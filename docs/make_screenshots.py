@@ -16,7 +16,6 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def wait_until(condition, timeout: float = 300.0) -> None:

@@ -1,7 +1,6 @@
 """SANSA model: adapter placement and sizes, upstream checkpoint layout, loading and its errors."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 
