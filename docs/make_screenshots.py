@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 
-
 def wait_until(condition, timeout: float = 300.0) -> None:
     """Process Qt events until ``condition()`` is true (the widget's workers report through the event loop)."""
     from qtpy.QtWidgets import QApplication
