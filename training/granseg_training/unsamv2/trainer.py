@@ -230,13 +230,29 @@ class UnSAMv2Trainer:
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ training
+    def _every_rank_has_masks(self, n_masks: int) -> bool:
+        """Whether this batch (on every rank) has masks to train on.
+
+        An image can end up without masks (all pseudo-labels below ``min_area`` or cropped away). Under DDP
+        a rank that skipped its step alone would pair its next batch's gradients with the other ranks'
+        current batch and fall out of step with them (and its sampler shard); the ranks agree first and
+        skip the step together.
+        """
+        if not self.distributed:
+            return n_masks > 0
+        import torch.distributed as dist
+
+        count = torch.tensor([n_masks], device=self.device)
+        dist.all_reduce(count, op=dist.ReduceOp.MIN)
+        return int(count) > 0
+
     def train_step(self, batch: dict) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
         n_corr = self.py_rng.randint(0, cfg.correction_clicks) if cfg.random_corrections else cfg.correction_clicks
         images = batch["image"].to(self.device, non_blocking=True)
         masks = [m.to(self.device) for m in batch["masks"]]
-        if sum(len(m) for m in masks) == 0:
+        if not self._every_rank_has_masks(sum(len(m) for m in masks)):
             return {}
         with self._autocast():
             out = self.step_module(images, masks, batch["granularity"], n_corr, self.generator)
