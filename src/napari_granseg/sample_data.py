@@ -9,8 +9,8 @@ import numpy as np
 
 from .synthetic import NestedScene, nested_cells_scene, nested_cells_stack, shapes_scene
 
-__all__ = ["nested_cells_sample", "nested_cells_sample_scene", "cell_stack_sample", "shapes_series_sample",
-           "skimage_cell_sample"]
+__all__ = ["nested_cells_sample", "nested_cells_sample_scene", "cell_stack_sample", "cell_stack_sample_scenes",
+           "shapes_series_sample", "skimage_cell_sample"]
 
 
 def nested_cells_sample_scene() -> NestedScene:
@@ -25,9 +25,14 @@ def nested_cells_sample():
     return [(scene.image, {"name": "nested cells", "colormap": "gray"}, "image")]
 
 
+def cell_stack_sample_scenes() -> tuple[np.ndarray, list[NestedScene]]:
+    """The stack behind :func:`cell_stack_sample` and each slice's true masks (for the demo build and tests)."""
+    return nested_cells_stack(n_slices=12, size=256, seed=3, drift=2.0)
+
+
 def cell_stack_sample():
     """A 12-slice 16-bit stack of one drifting cell (segment one slice, then propagate)."""
-    stack, _ = nested_cells_stack(n_slices=12, size=256, seed=3, drift=2.0)
+    stack, _ = cell_stack_sample_scenes()
     return [(stack, {"name": "cell stack", "colormap": "gray"}, "image")]
 
 

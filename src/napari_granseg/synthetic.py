@@ -87,10 +87,11 @@ def nested_cells_scene(size: int = 128, n_cells: int = 2, seed: int | None = 0,
     return NestedScene(image=image, masks=levels, centers=centers)
 
 
-def nested_cells_stack(n_slices: int = 8, size: int = 128, seed: int = 0, drift: float = 1.0) -> tuple[np.ndarray, list[NestedScene]]:
+def nested_cells_stack(n_slices: int = 8, size: int = 128, seed: int = 0, drift: float = 1.0,
+                       n_cells: int = 1) -> tuple[np.ndarray, list[NestedScene]]:
     """A z/t stack (n_slices, size, size) uint16 of one slowly drifting scene (for propagation demos/tests)."""
     rng = np.random.default_rng(seed)
-    base = nested_cells_scene(size=size, n_cells=1, rng=rng)
+    base = nested_cells_scene(size=size, n_cells=n_cells, rng=rng)
     slices, scenes = [], []
     for z in range(n_slices):
         shift = int(round(z * drift)) - int(round(n_slices * drift / 2))

@@ -1,5 +1,5 @@
 """Run by ``torchrun`` in test_unsamv2_ddp.py: trains the tiny UnSAMv2 for a few steps under DDP (gloo, CPU)
-and writes, per rank, what the test compares: a hash of the weights after training and of the images seen.
+(image steps and memory episodes mixed) and writes, per rank, what the test compares: a hash of the weights after training and of the images seen.
 ``--empty-batch-on-rank1``: rank 1's second batch loses its masks (as an image whose pseudo-labels are all
 filtered out would): both ranks must skip that step together and stay in step."""
 from __future__ import annotations
@@ -25,8 +25,8 @@ def weights_digest(model: torch.nn.Module) -> str:
 def main(out_dir: str, steps: int, empty_batch_on_rank1: bool) -> None:
     cfg = UnSAMv2TrainConfig(model_config="granseg_tiny.yaml", trainable="all", steps=steps, batch_size=1,
                              lr=1e-3, lr_min=1e-4, scene_size=64, n_cells=[1, 2], max_masks=4,
-                             correction_clicks=1, device="cpu", num_threads=1, out_dir=out_dir, progress=False,
-                             seed=3)
+                             correction_clicks=1, video_prob=0.5, video_frames=2, device="cpu", num_threads=1,
+                             out_dir=out_dir, progress=False, seed=3)
     trainer = UnSAMv2Trainer(cfg)
     initial = weights_digest(trainer.model)
     seen: list[str] = []
@@ -42,7 +42,8 @@ def main(out_dir: str, steps: int, empty_batch_on_rank1: bool) -> None:
     trainer.train_step = recording_step
     history = trainer.fit()
     record = {"rank": trainer.rank, "world_size": trainer.world_size, "initial": initial,
-              "final": weights_digest(trainer.model), "images": seen, "steps": len(history)}
+              "final": weights_digest(trainer.model), "images": seen, "steps": len(history),
+              "video": [r["video"] for r in history]}
     with open(os.path.join(out_dir, f"rank{trainer.rank}.json"), "w") as f:
         json.dump(record, f)
     if trainer.rank == 0:

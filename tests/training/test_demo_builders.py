@@ -16,13 +16,23 @@ def test_rebuild_writes_a_loadable_checkpoint_and_its_record(tmp_path, which):
 
     out = tmp_path / f"{which}_demo.pt"
     sub = "demo" if which == "unsamv2" else "sansa-demo"
-    assert main([sub, "--steps", "3", "--out", str(out), "--num-threads", "2"]) == 0
-    meta = json.loads(out.with_suffix(".json").read_text())
-    assert meta["command"] == f"granseg-train {sub} --steps 3 --out {out} --num-threads 2"
-    assert meta["steps"] == 3 and meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
-    assert meta["train_config"]["out_dir"] == "<temporary>"
+    args = [sub, "--steps", "3", "--out", str(out), "--num-threads", "2"]
     if which == "unsamv2":
+        args += ["--memory-steps", "2"]  # the second (memory) stage, from the first stage's checkpoint
+    assert main(args) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["command"] == "granseg-train " + " ".join(args)
+    assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert meta["train_config"]["out_dir"] == "<temporary>"
+    if which == "sansa":
+        assert meta["steps"] == 3
+    if which == "unsamv2":
+        assert meta["stages"]["images"]["steps"] == 3 and meta["stages"]["memory"]["steps"] == 2
+        assert meta["stage1_train_config"]["video_prob"] == 0 and meta["train_config"]["video_prob"] > 0
+        assert meta["train_config"]["init_checkpoint"] == "<stage 1 checkpoint>"
         assert set(meta["eval"]["iou_tables"]) >= {"unseen_128px_3cells", "sample_nested_cells_256px_3cells"}
+        assert set(meta["eval"]["propagation_iou"]) == {"unseen_2cell_stacks_128px_8slices",
+                                                        "sample_cell_stack_256px_12slices"}
         model = gs.load_model(out, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
     else:
         assert set(meta["eval"]) == {"class_separation", "sample_shapes_series_iou"}

@@ -42,6 +42,7 @@ def test_ranks_see_different_images_and_end_with_the_same_weights(ddp_run):
     assert r0["initial"] == r1["initial"], "same seed -> same initial weights"
     assert r0["final"] != r0["initial"], "training should change the weights"
     assert r0["final"] == r1["final"], "gradients were not all-reduced: the ranks' weights differ"
+    assert r0["video"] == r1["video"] and set(r0["video"]) == {0.0, 1.0}, "both kinds of step, in lockstep"
 
 
 def test_only_rank0_writes_and_the_checkpoint_loads(ddp_run):

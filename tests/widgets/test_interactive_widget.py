@@ -187,10 +187,11 @@ def test_stack_segments_the_current_slice_and_propagates(make_napari_viewer, qtb
     assert not labels.data[[0, 1, 3, 4]].any()
 
     # Propagation itself is SAM 2's video path (engine.propagate; tested against sam2 in tests/engine). Its
-    # quality needs trained memory modules, which the tiny test model does not have (like upstream UnSAMv2 it
-    # trains on single images; real checkpoints carry SAM 2's pretrained memory). So the engine is replaced by
-    # a recording stand-in that "tracks" the true drifting cell, and the test checks the widget's side: what
-    # it sends, where it writes, that the committed slice stays as committed, and one undo step.
+    # quality needs trained memory modules, which this session's test model does not have (it trains on single
+    # images only, to keep CI short; the bundled demo has a memory stage and propagates for real in the next
+    # test). So the engine is replaced by a recording stand-in that "tracks" the true drifting cell, and the test
+    # checks the widget's side: what it sends, where it writes, that the committed slice stays as committed,
+    # and one undo step.
     import napari_granseg.engine.propagate as engine_propagate
 
     calls = []
@@ -217,6 +218,34 @@ def test_stack_segments_the_current_slice_and_propagates(make_napari_viewer, qtb
         np.testing.assert_array_equal(labels.data[z] == 1, scenes[z].masks[level][0])
     labels.undo()                                    # one undo removes the whole propagation
     assert not labels.data[[0, 1, 3, 4]].any() and (labels.data[2] == 1).any()
+    _idle(w, qtbot)
+
+
+def test_demo_propagation_follows_the_clicked_cell_and_leaves_the_other(make_napari_viewer, qtbot, tmp_path,
+                                                                          monkeypatch):
+    """The real engine end to end: the bundled demo (trained with memory episodes) propagates one click through
+    a two-cell stack in the widget's worker; every slice gets the clicked cell and not its neighbour."""
+    from napari_granseg import zoo
+
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("GRANSEG_OFFLINE", "1")
+    stack, scenes = nested_cells_stack(n_slices=6, size=128, seed=20_010, drift=2.0, n_cells=2)
+    viewer = make_napari_viewer()
+    viewer.add_image(stack, name="stack")
+    w = InteractiveWidget(viewer, model=zoo.load_model("unsamv2-demo", device="cpu"))
+    viewer.dims.set_current_step(0, 3)
+    row, col = scenes[3].centers[0]
+    w.granularity = 1.0
+    _click(w, qtbot, (row, col))
+    with qtbot.waitSignal(w.committed, timeout=TIMEOUT_MS):
+        w.commit()
+    with qtbot.waitSignal(w.propagated, timeout=TIMEOUT_MS):
+        w.propagate_button.click()
+    labels = w.labels_layer.data
+    for z in range(6):
+        clicked, other = scenes[z].masks[2]
+        assert _iou(labels[z] == 1, clicked) > 0.8, z
+        assert (labels[z][other] == 1).mean() < 0.05, z
     _idle(w, qtbot)
 
 

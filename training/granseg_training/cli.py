@@ -76,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_unsamv2_flags(sub.add_parser("unsamv2", help="train UnSAMv2 (granularity modules + LoRA, or all)"))
     demo = sub.add_parser("demo", help="rebuild the bundled tiny demo model from synthetic nested scenes")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the recorded recipe)")
+    demo.add_argument("--steps", type=int, default=None, help="image-stage steps (default: the recorded recipe)")
+    demo.add_argument("--memory-steps", dest="memory_steps", type=int, default=None,
+                      help="memory-stage steps (default: the recorded recipe)")
+    demo.add_argument("--from-stage1", dest="from_stage1", default=None,
+                      help="skip the image stage: start the memory stage from this checkpoint")
     demo.add_argument("--out", default=None, help="checkpoint path (default: the package's demo/unsamv2_demo.pt)")
     demo.add_argument("--device", default="cpu")
     demo.add_argument("--num-threads", dest="num_threads", type=int, default=None)
@@ -110,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .unsamv2.demo import build_demo
 
         meta = build_demo(steps=args.steps, out=args.out, device=args.device, num_threads=args.num_threads,
-                          seed=args.seed, command=["granseg-train", *argv])
+                          seed=args.seed, command=["granseg-train", *argv], memory_steps=args.memory_steps,
+                          from_stage1=args.from_stage1)
         print(json.dumps(meta, indent=2))
         return 0
     if args.command == "sansa-demo":

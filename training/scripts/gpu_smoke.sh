@@ -3,7 +3,8 @@
 # prints images/s and peak GPU memory. Usage: training/scripts/gpu_smoke.sh [STEPS] [BATCH] [MODEL_CONFIG]
 #   STEPS default 200, BATCH default 8, MODEL_CONFIG default granseg_tiny.yaml
 #   (e.g. configs/sam2.1/sam2.1_hiera_s.yaml with TRAINABLE=upstream for the real model's shapes).
-# Optional env: TRAINABLE (all|upstream, default all), CLICKS (correction clicks, default 3), OUT (run dir).
+# Optional env: TRAINABLE (all|upstream, default all), CLICKS (correction clicks, default 3),
+#   VIDEO_PROB (share of memory episodes, default 0), OUT (run dir).
 set -euo pipefail
 STEPS="${1:-200}"
 BATCH="${2:-8}"
@@ -19,9 +20,9 @@ if not torch.cuda.is_available():
     sys.exit("CUDA is not available: this smoke test is for a GPU machine")
 out = os.environ.get("OUT") or tempfile.mkdtemp(prefix="unsamv2_gpu_smoke_")
 cfg = UnSAMv2TrainConfig(model_config=model_config, trainable=os.environ.get("TRAINABLE", "all"),
-                         steps=steps, batch_size=batch, lr=2e-3, lr_min=1e-4, warmup_steps=20,
+                         steps=steps, batch_size=batch, lr=3e-4, lr_min=3e-5, warmup_steps=20,
                          correction_clicks=int(os.environ.get("CLICKS", "3")), inner_click_prob=0.5,
-                         scene_size=256, n_cells=[1, 4], device="cuda", bf16=True, num_workers=4,
+                         scene_size=256, n_cells=[1, 4], video_prob=float(os.environ.get("VIDEO_PROB", "0")), device="cuda", bf16=True, num_workers=4,
                          out_dir=out, progress=True)
 trainer = UnSAMv2Trainer(cfg)
 warm = min(10, steps // 4)
@@ -34,6 +35,7 @@ dt = time.perf_counter() - t0
 n = steps - warm
 path = trainer.save()
 res = {"device": torch.cuda.get_device_name(), "model_config": model_config, "trainable": cfg.trainable,
+       "video_prob": cfg.video_prob,
        "steps_timed": n, "batch": batch, "bf16": torch.cuda.is_bf16_supported(),
        "images_per_s": round(n * batch / dt, 1), "s_per_step": round(dt / max(n, 1), 4),
        "peak_mem_MiB": round(torch.cuda.max_memory_allocated() / 2**20, 1),

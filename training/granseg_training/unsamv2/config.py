@@ -18,6 +18,10 @@ class UnSAMv2TrainConfig(ConfigIO):
     trainable: "upstream" (only the granularity modules + LoRA train; the rest is frozen, as UnSAMv2) or
     "all" (every weight trains: for tiny models started from random weights, no pretrained base offline).
     data: "synthetic" (nested cell scenes) or "coco" (pseudo-label JSON file/folder in ``coco_json``).
+    video_prob: share of steps that are memory episodes (``video_frames`` frames made by drifting the image
+    up to ``video_max_drift`` px per frame, ``video_objects`` objects clicked on the first frame and followed
+    through SAM 2's memory). Upstream trains on images only (0), which leaves a from-scratch model's memory
+    untrained; the tiny recipes use it so the demo can propagate through stacks.
     """
 
     _what = "UnSAMv2"
@@ -42,6 +46,11 @@ class UnSAMv2TrainConfig(ConfigIO):
     correction_clicks: int = 3
     random_corrections: bool = True
     inner_click_prob: float = 0.0
+    # memory (video) episodes: 0 = images only, as upstream
+    video_prob: float = 0.0
+    video_frames: int = 3
+    video_max_drift: float = 6.0
+    video_objects: int = 3
     # optimisation
     steps: int = 1000
     batch_size: int = 2
@@ -76,5 +85,9 @@ class UnSAMv2TrainConfig(ConfigIO):
             raise ValueError(f"data={self.data!r}: use 'synthetic' or 'coco' (with coco_json=FILE_OR_FOLDER)")
         if self.data == "coco" and not self.coco_json:
             raise ValueError("data='coco' needs coco_json (a pseudo-label JSON file or a folder of them)")
+        if not 0.0 <= self.video_prob <= 1.0:
+            raise ValueError(f"video_prob={self.video_prob}: a probability in [0, 1] (0 = image steps only)")
+        if self.video_prob > 0 and self.video_frames < 2:
+            raise ValueError(f"video_frames={self.video_frames}: a memory episode needs at least 2 frames")
         if self.trainable == "upstream" and not self.lora:
             raise ValueError("trainable='upstream' trains LoRA: keep lora=True")

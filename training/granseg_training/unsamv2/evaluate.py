@@ -13,7 +13,8 @@ import numpy as np
 
 from napari_granseg.synthetic import LEVEL_NAMES, NestedScene, nested_cells_scene
 
-__all__ = ["EVAL_GRANULARITIES", "nested_eval_scenes", "nested_iou_table", "other_cell_share", "format_iou_table"]
+__all__ = ["EVAL_GRANULARITIES", "nested_eval_scenes", "nested_iou_table", "other_cell_share", "format_iou_table",
+           "propagation_iou", "drifting_eval_stacks"]
 
 #: g for nucleolus, nucleus, cell (the nucleus' g from the spec formula is ~0.45 on these scenes)
 EVAL_GRANULARITIES = (0.1, 0.5, 1.0)
@@ -65,6 +66,42 @@ def other_cell_share(model, scenes: Sequence[NestedScene], granularity: float = 
                     others |= m
             shares.append((mask & others).sum() / max(1, mask.sum()))
     return float(np.mean(shares)) if shares else 0.0
+
+
+def drifting_eval_stacks(n: int = 3, n_slices: int = 8, size: int = 128, n_cells: int = 2, drift: float = 2.0,
+                         seed: int = 20_000) -> list[tuple[np.ndarray, list[NestedScene]]]:
+    """Stacks of ``n_cells`` cells drifting ``drift`` px per slice (``nested_cells_stack``), from seeds no
+    training run uses."""
+    from napari_granseg.synthetic import nested_cells_stack
+
+    return [nested_cells_stack(n_slices=n_slices, size=size, seed=seed + k, drift=drift, n_cells=n_cells)
+            for k in range(n)]
+
+
+def propagation_iou(model, stacks: Sequence[tuple[np.ndarray, Sequence[NestedScene]]] | None = None,
+                    granularities: Sequence[float] = EVAL_GRANULARITIES) -> np.ndarray:
+    """Mean IoU per g over the slices the click did NOT touch, after propagation through each stack.
+
+    One click on the middle slice, at the first cell's nucleolus, with each g in turn; ``engine.propagate``
+    (SAM 2's memory path, as the plugin) carries it through the stack, and every other slice is compared with
+    that cell's nucleolus / nucleus / cell for g = 0.1 / 0.5 / 1.0 (levels in order). A model whose memory
+    keeps the object but not its place segments every cell and scores ~1/n_cells.
+    """
+    from napari_granseg.engine.propagate import ObjectPrompt, propagate
+
+    stacks = drifting_eval_stacks() if stacks is None else stacks
+    scores = np.zeros(len(granularities))
+    for stack, scenes in stacks:
+        n_slices = len(stack)
+        mid = n_slices // 2
+        row, col = scenes[mid].centers[0]
+        for gi, g in enumerate(granularities):
+            labels = propagate(model, stack, ObjectPrompt(frame=mid, points=[[col, row]], labels=[1]),
+                               granularity=g)
+            level = min(gi, 2)
+            others = [z for z in range(n_slices) if z != mid]
+            scores[gi] += np.mean([_iou(labels[z] == 1, scenes[z].masks[level][0]) for z in others])
+    return scores / max(len(stacks), 1)
 
 
 def format_iou_table(table: np.ndarray, granularities: Sequence[float] = EVAL_GRANULARITIES) -> str:

@@ -6,7 +6,9 @@ positive click inside it, then up to ``correction_clicks`` clicks sampled from t
 prediction, whose low-res logits are fed back as the mask prompt (multimask off). The loss of every pass is
 averaged. ``trainable='upstream'`` trains only the granularity modules and LoRA (UnSAMv2's recipe);
 ``'all'`` trains every weight (tiny models from scratch). Under ``torchrun`` (WORLD_SIZE > 1) the step runs
-inside DistributedDataParallel with a DistributedSampler. Checkpoints keep LoRA unmerged (upstream layout),
+inside DistributedDataParallel with a DistributedSampler. With ``video_prob`` > 0 a share of the steps are memory
+episodes (:meth:`_TrainStep.memory_episode`: the image drifts over a few frames and SAM 2's tracking step follows
+the clicked objects from memory), so models trained from scratch learn to propagate. Checkpoints keep LoRA unmerged (upstream layout),
 so ``napari_granseg.load_model(path, kind='unsamv2', config=...)`` reads them and merges LoRA.
 """
 from __future__ import annotations
@@ -34,7 +36,8 @@ from .augment import JointAugment
 from .clicks import correction_clicks, first_clicks
 from .config import UnSAMv2TrainConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, CocoGranularityDataset, SyntheticNestedDataset, collate_samples
-from .losses import unsamv2_loss
+from .losses import dice_loss, mask_iou, sigmoid_focal_loss, unsamv2_loss
+from .video import drifting_video
 
 __all__ = ["UnSAMv2Trainer", "train_unsamv2", "GRANULARITY_PARAM_KEYS", "is_upstream_trainable",
            "image_features", "decode"]
@@ -84,6 +87,10 @@ class _TrainStep(nn.Module):
 
     def forward(self, images: torch.Tensor, masks: list[torch.Tensor], granularity: list[torch.Tensor],
                 n_corrections: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """Image step for (B, 3, S, S) images and (M_i, S, S) masks; memory episode for (B, T, 3, S, S)
+        frames and (M_i, T, S, S) masks (see :meth:`memory_episode`)."""
+        if images.dim() == 5:
+            return self.memory_episode(images, masks, granularity, generator)
         cfg, model = self.cfg, self.model
         images = (images - self.mean) / self.std
         encoder_grad = cfg.trainable == "all" and torch.is_grad_enabled()
@@ -113,6 +120,49 @@ class _TrainStep(nn.Module):
         out = {k: torch.stack([t[k] for t in totals]).mean() for k in totals[0]}
         out["n_masks"] = torch.tensor(float(len(target)))
         return out
+
+    def memory_episode(self, frames: torch.Tensor, masks: list[torch.Tensor], granularity: list[torch.Tensor],
+                       generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """One click + g on frame 0, then SAM 2's own tracking step (``SAM2Base.track_step``, the code the
+        video predictor runs) on frames 1..T-1 from memory alone; focal + dice on every frame.
+
+        This trains the memory encoder, memory attention and object pointers, which single images never
+        reach. Every object of the batch is one tracked object; g is set for all frames, as in propagation.
+        """
+        cfg, model = self.cfg, self.model
+        b, t_len = frames.shape[:2]
+        x = (frames.flatten(0, 1) - self.mean) / self.std
+        with torch.set_grad_enabled(cfg.trainable == "all" and torch.is_grad_enabled()):
+            backbone_out = model.forward_image(x)
+        _, vision_feats, vision_pos, feat_sizes = model._prepare_backbone_features(backbone_out)
+        owner = torch.cat([torch.full((len(m),), i, dtype=torch.long) for i, m in enumerate(masks)]).to(x.device)
+        target = torch.cat(masks).to(x.device).float()  # (M, T, S, S)
+        g = torch.cat(granularity).to(x.device).float()
+        clicks = [first_clicks(m[:, 0].to(x.device), cfg.inner_click_prob, generator) for m in masks]
+        point_inputs = {"point_coords": torch.cat([c for c, _ in clicks]),
+                        "point_labels": torch.cat([lab for _, lab in clicks])}
+        memory: dict = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
+        focal, dice, iou = [], [], []
+        with model.granularity_context(g):
+            for t in range(t_len):
+                idx = owner * t_len + t
+                out = model.track_step(
+                    frame_idx=t, is_init_cond_frame=t == 0, current_vision_feats=[f[:, idx] for f in vision_feats],
+                    current_vision_pos_embeds=[p[:, idx] for p in vision_pos], feat_sizes=feat_sizes,
+                    point_inputs=point_inputs if t == 0 else None, mask_inputs=None, output_dict=memory,
+                    num_frames=t_len, run_mem_encoder=t < t_len - 1)
+                memory["cond_frame_outputs" if t == 0 else "non_cond_frame_outputs"][t] = out
+                logits = out["pred_masks_high_res"][:, 0].float()
+                if logits.shape[-2:] != target.shape[-2:]:
+                    logits = F.interpolate(logits[:, None], size=target.shape[-2:], mode="bilinear",
+                                           align_corners=False)[:, 0]
+                focal.append(sigmoid_focal_loss(logits, target[:, t]).mean())
+                dice.append(dice_loss(logits, target[:, t]).mean())
+                iou.append(mask_iou(logits.detach() > 0, target[:, t] > 0.5).mean())
+        focal_t, dice_t = torch.stack(focal).mean(), torch.stack(dice).mean()
+        loss = cfg.loss.focal * focal_t + cfg.loss.dice * dice_t
+        return {"loss": loss, "focal": focal_t.detach(), "dice": dice_t.detach(), "iou": torch.stack(iou).mean(),
+                "iou_tracked": torch.stack(iou[1:]).mean(), "n_masks": torch.tensor(float(len(target)))}
 
 
 def _seed_everything(seed: int) -> None:
@@ -169,6 +219,7 @@ class UnSAMv2Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed * 1000 + self.rank)
         self.py_rng = random.Random(cfg.seed * 1000 + self.rank)
+        self.episode_rng = random.Random(cfg.seed)  # the same on every rank: all ranks take the same kind of step
         self.out_dir = Path(cfg.out_dir)
         self.history: list[dict[str, float]] = []
         self.step = 0
@@ -249,13 +300,19 @@ class UnSAMv2Trainer:
     def train_step(self, batch: dict) -> dict[str, float]:
         cfg = self.cfg
         self.model.train()
+        video = cfg.video_prob > 0 and self.episode_rng.random() < cfg.video_prob
         n_corr = self.py_rng.randint(0, cfg.correction_clicks) if cfg.random_corrections else cfg.correction_clicks
         images = batch["image"].to(self.device, non_blocking=True)
         masks = [m.to(self.device) for m in batch["masks"]]
         if not self._every_rank_has_masks(sum(len(m) for m in masks)):
             return {}
+        granularity = batch["granularity"]
+        if video:
+            images, masks, granularity = drifting_video(images, masks, granularity, cfg.video_frames,
+                                                        cfg.video_max_drift, cfg.video_objects, self.py_rng,
+                                                        self.generator)
         with self._autocast():
-            out = self.step_module(images, masks, batch["granularity"], n_corr, self.generator)
+            out = self.step_module(images, masks, granularity, n_corr, self.generator)
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         if cfg.grad_clip:
@@ -264,7 +321,8 @@ class UnSAMv2Trainer:
         self.scheduler.step()
         rec = {k: float(v.detach()) for k, v in out.items()}
         rec["lr"] = self.optimizer.param_groups[0]["lr"]
-        rec["clicks"] = 1 + n_corr
+        rec["clicks"] = 1.0 if video else 1 + n_corr
+        rec["video"] = float(video)
         return rec
 
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
