@@ -133,7 +133,7 @@ def shoot_everything(viewer, model, out: Path) -> None:
     widget = EverythingWidget(viewer, model=model)
     viewer.window.add_dock_widget(widget, name="Segment everything (UnSAMv2)", area="right")
     widget.granularity.setText("0.1, 1.0")
-    widget.stability.setValue(0.9)  # the demo model's IoU/stability are rough: keep only stable masks
+    # min stability stays "auto": the demo's recorded defaults (no IoU filter, stability 0.9, no M2M) apply
     widget.run()
     wait_until(lambda: not widget.task.running)
     viewer.layers["everything g=0.1"].visible = True

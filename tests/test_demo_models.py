@@ -66,6 +66,35 @@ def test_unsamv2_demo_propagates_the_clicked_object_through_stacks(empty_cache):
     assert cell > 0.85 and nucleus > 0.8 and nucleolus > 0.7, (nucleolus, nucleus, cell)
 
 
+def test_unsamv2_demo_segment_everything_defaults_give_whole_cells(empty_cache):
+    """``gs.segment_everything`` with no settings on the napari sample: the demo's recorded defaults (no IoU
+    filter, stricter stability, no M2M) apply and each cell comes back whole at g=1, and g=0.1 still finds the
+    nucleoli; UnSAMv2's standard settings split the cells."""
+    import napari_granseg as gs
+    from napari_granseg.sample_data import nested_cells_sample_scene
+
+    model = zoo.load_model("unsamv2-demo", device="cpu")
+    assert model.automatic_defaults == {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.9,
+                                        "use_m2m": False}
+    scene = nested_cells_sample_scene()
+
+    def best_cell_ious(labels):
+        out = []
+        for cell in scene.masks[2]:
+            ids = [i for i in np.unique(labels[cell]) if i > 0]
+            out.append(max((_iou(labels == i, cell) for i in ids), default=0.0))
+        return out
+
+    default = best_cell_ious(gs.segment_everything(scene.image, granularity=1.0, model=model))
+    assert min(default) > 0.8, default
+    standard = best_cell_ious(gs.segment_everything(scene.image, granularity=1.0, model=model,
+                                                    pred_iou_thresh=0.5, stability_score_thresh=0.7, use_m2m=True))
+    assert np.mean(standard) < np.mean(default), (standard, default)  # explicit settings are honoured
+    fine = gs.segment_everything(scene.image, granularity=0.1, model=model)
+    for nucleolus in scene.masks[0]:
+        assert fine[nucleolus].any() and (fine[nucleolus] > 0).mean() > 0.5  # found, not filtered out
+
+
 def test_sansa_demo_segments_both_classes_of_the_napari_sample(empty_cache):
     from granseg_training.sansa.demo import sample_series_iou
 

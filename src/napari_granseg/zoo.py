@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import importlib.resources as resources
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -255,7 +256,20 @@ def load_model(name_or_path: str | os.PathLike | None = None, kind: str | None =
     module = module.to(dev).eval()
     name = spec.name if spec else (Path(ckpt).name if ckpt else f"random-{kind}")
     return LoadedModel(kind=kind, name=name, module=module, device=dev, config=str(config), checkpoint=ckpt,
-                       is_demo=bool(spec and spec.bundled))
+                       is_demo=bool(spec and spec.bundled),
+                       automatic_defaults=_recorded_automatic_defaults(ckpt) if spec and spec.bundled else {})
+
+
+def _recorded_automatic_defaults(checkpoint: Path | None) -> dict:
+    """The segment-everything settings a bundled model's build record (``<checkpoint>.json``) recommends."""
+    record = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if record is None or not record.is_file():
+        return {}
+    try:
+        return dict(json.loads(record.read_text()).get("automatic_defaults") or {})
+    except (OSError, ValueError) as err:
+        log.warning("could not read %s (%s): using the standard segment-everything settings", record, err)
+        return {}
 
 
 # re-exported for callers that catch loading problems in one place

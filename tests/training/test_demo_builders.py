@@ -28,6 +28,8 @@ def test_rebuild_writes_a_loadable_checkpoint_and_its_record(tmp_path, which):
         assert meta["steps"] == 3
     if which == "unsamv2":
         assert meta["stages"]["images"]["steps"] == 3 and meta["stages"]["memory"]["steps"] == 2
+        assert meta["automatic_defaults"] == {"pred_iou_thresh": 0.0, "stability_score_thresh": 0.9,
+                                        "use_m2m": False}
         assert meta["stage1_train_config"]["video_prob"] == 0 and meta["train_config"]["video_prob"] > 0
         assert meta["train_config"]["init_checkpoint"] == "<stage 1 checkpoint>"
         assert set(meta["eval"]["iou_tables"]) >= {"unseen_128px_3cells", "sample_nested_cells_256px_3cells"}

@@ -48,7 +48,7 @@ from sam2.utils.amg import (
 
 from .normalize import check_image
 
-__all__ = ["AutomaticSettings", "Cancelled", "generate", "segment_everything", "segment_everything_stack",
+__all__ = ["AutomaticSettings", "Cancelled", "generate", "model_defaults", "segment_everything", "segment_everything_stack",
            "records_to_labels", "default_thresholds"]
 
 Progress = Callable[[int, int], None]
@@ -155,9 +155,16 @@ class AutomaticSettings:
                                            self.crop_n_points_downscale_factor)
 
 
+def model_defaults(predictor) -> dict:
+    """Settings the predictor's model recommends (``LoadedModel.automatic_defaults``, e.g. the demo's)."""
+    loaded = getattr(predictor, "loaded", None)
+    return dict(getattr(loaded, "automatic_defaults", None) or {})
+
+
 def _resolve(predictor, granularity: float | None, settings: AutomaticSettings | None,
              overrides: dict) -> AutomaticSettings:
-    base = settings if settings is not None else AutomaticSettings.for_device(predictor.device, granularity)
+    base = settings if settings is not None else AutomaticSettings.for_device(predictor.device, granularity,
+                                                                             **model_defaults(predictor))
     s = base.updated(**overrides) if overrides else base
     s.check()
     return s

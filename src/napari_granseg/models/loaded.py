@@ -15,6 +15,8 @@ class LoadedModel:
 
     kind: "unsamv2" | "sam2" | "sansa". ``module``: the nn.Module (a ``SAM2Base`` subclass for unsamv2/sam2,
     a ``SansaModel`` for sansa). ``is_demo``: the bundled demo model (say so in every UI that shows results).
+    ``automatic_defaults``: segment-everything settings recommended for this model (e.g. the demo's stricter
+    stability filter, which its own training record states); explicit user settings always win.
     """
 
     kind: str
@@ -25,6 +27,7 @@ class LoadedModel:
     checkpoint: Path | None = None
     is_demo: bool = False
     info: dict = field(default_factory=dict)
+    automatic_defaults: dict = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:

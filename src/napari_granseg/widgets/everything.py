@@ -89,9 +89,9 @@ class EverythingWidget(QWidget):
         self.stability.setRange(0.0, 1.0)
         self.stability.setSingleStep(0.05)
         self.stability.setSpecialValueText("auto (per g)")
-        self.stability.setToolTip("keep masks whose stability score is at least this (0 = the method's default: "
-                                  "0.7 for UnSAMv2, 0.95 for SAM 2). Raise it when objects come back split into "
-                                  "pieces; the bundled demo model needs ~0.9.")
+        self.stability.setToolTip("keep masks whose stability score is at least this (0 = the model's default: "
+                                  "0.7 for UnSAMv2, 0.95 for SAM 2, 0.9 for the bundled demo). Raise it when "
+                                  "objects come back split into pieces.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.export_button = QPushButton("Export…")
@@ -162,10 +162,12 @@ class EverythingWidget(QWidget):
 
     @staticmethod
     def _settings(predictor, g, preset_device: str | None, points: int, stability: float = 0.0):
-        from ..engine.automatic import AutomaticSettings
+        from ..engine.automatic import AutomaticSettings, model_defaults
 
-        extra = {"stability_score_thresh": stability} if stability > 0 else {}
-        return AutomaticSettings.for_device(preset_device or predictor.device, g, points_per_side=points, **extra)
+        extra = {**model_defaults(predictor), "points_per_side": points}
+        if stability > 0:
+            extra["stability_score_thresh"] = stability
+        return AutomaticSettings.for_device(preset_device or predictor.device, g, **extra)
 
     @staticmethod
     def _predictor(model, choice: str):

@@ -22,7 +22,7 @@ from napari_granseg.sample_data import cell_stack_sample_scenes, nested_cells_sa
 from ..demo_record import mean_of, provenance, write_record
 from .evaluate import (EVAL_GRANULARITIES, drifting_eval_stacks, nested_eval_scenes, nested_iou_table,
                        other_cell_share, propagation_iou)
-from .recipes import demo_config, demo_memory_config
+from .recipes import DEMO_AUTOMATIC_DEFAULTS, demo_config, demo_memory_config
 from .trainer import UnSAMv2Trainer
 
 __all__ = ["build_demo", "default_demo_path"]
@@ -88,6 +88,7 @@ def build_demo(steps: int | None = None, out: str | Path | None = None, device: 
         "stage1_train_config": stages["images"].get("train_config"),
         "train_tracked_iou_last20": round(mean_of([r for r in history if r.get("video")], "iou_tracked",
                                                   slice(-20, None)), 4),
+        "automatic_defaults": DEMO_AUTOMATIC_DEFAULTS,
         "loss_first20": round(mean_of(history, "loss", slice(0, 20)), 4),
         "loss_last20": round(mean_of(history, "loss", slice(-20, None)), 4),
         "train_iou_last20": round(mean_of(history, "iou", slice(-20, None)), 4),
