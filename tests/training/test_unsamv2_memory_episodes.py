@@ -68,3 +68,16 @@ def test_video_prob_is_checked():
         UnSAMv2TrainConfig(video_prob=1.5)
     with pytest.raises(ValueError, match="video_frames"):
         UnSAMv2TrainConfig(video_prob=0.5, video_frames=1)
+
+
+@pytest.mark.parametrize("video_prob", [0.0, 1.0])
+def test_an_image_without_masks_in_the_batch_is_trained_around(tmp_path, video_prob):
+    """COCO pseudo-labels can leave an image with no mask (all below min_area or cropped away); the other images
+    of its batch still train (image steps and memory episodes)."""
+    trainer = _trainer(tmp_path, video_prob)
+    batch = _batch()
+    batch["masks"][0] = batch["masks"][0][:0]
+    batch["granularity"][0] = batch["granularity"][0][:0]
+    rec = trainer.train_step(batch)
+    assert rec["n_masks"] == (min(3, len(batch["masks"][1])) if video_prob else len(batch["masks"][1]))
+    assert rec["video"] == video_prob and 0.0 <= rec["iou"] <= 1.0

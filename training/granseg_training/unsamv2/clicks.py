@@ -17,6 +17,8 @@ __all__ = ["sample_in_masks", "first_clicks", "correction_clicks", "inner_masks"
 def sample_in_masks(masks: torch.Tensor, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One pixel uniform in each (M, H, W) mask -> (M, 2) (x, y) coords and (M,) bool 'found' flags."""
     m, h, w = masks.shape
+    if m == 0:  # an image whose masks were all filtered out, in a batch with others
+        return masks.new_zeros((0, 2), dtype=torch.float32), masks.new_zeros((0,), dtype=torch.bool)
     flat = masks.reshape(m, -1).float()
     found = flat.sum(1) > 0
     weights = torch.where(found[:, None], flat, torch.ones_like(flat))

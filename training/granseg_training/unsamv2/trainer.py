@@ -6,10 +6,11 @@ positive click inside it, then up to ``correction_clicks`` clicks sampled from t
 prediction, whose low-res logits are fed back as the mask prompt (multimask off). The loss of every pass is
 averaged. ``trainable='upstream'`` trains only the granularity modules and LoRA (UnSAMv2's recipe);
 ``'all'`` trains every weight (tiny models from scratch). Under ``torchrun`` (WORLD_SIZE > 1) the step runs
-inside DistributedDataParallel with a DistributedSampler. With ``video_prob`` > 0 a share of the steps are memory
-episodes (:meth:`_TrainStep.memory_episode`: the image drifts over a few frames and SAM 2's tracking step follows
-the clicked objects from memory), so models trained from scratch learn to propagate. Checkpoints keep LoRA unmerged (upstream layout),
-so ``napari_granseg.load_model(path, kind='unsamv2', config=...)`` reads them and merges LoRA.
+inside DistributedDataParallel with a DistributedSampler. With ``video_prob`` > 0 a share of the steps are
+memory episodes (:meth:`_TrainStep.memory_episode`: the image drifts over a few frames and SAM 2's tracking
+step follows the clicked objects from memory), so models trained from scratch learn to propagate. Checkpoints
+keep LoRA unmerged (upstream layout), so ``napari_granseg.load_model(path, kind='unsamv2', config=...)`` reads
+them and merges LoRA.
 """
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ class _TrainStep(nn.Module):
         reach. Every object of the batch is one tracked object; g is set for all frames, as in propagation.
         """
         cfg, model = self.cfg, self.model
-        b, t_len = frames.shape[:2]
+        t_len = frames.shape[1]
         x = (frames.flatten(0, 1) - self.mean) / self.std
         with torch.set_grad_enabled(cfg.trainable == "all" and torch.is_grad_enabled()):
             backbone_out = model.forward_image(x)
