@@ -147,10 +147,7 @@ def test_fewshot_mode(tmp_path, capsys):
     from napari_granseg.checkpoints import save_checkpoint
 
     torch.manual_seed(0)
-    try:
-        fs_model = gs.load_model(None, kind="sansa", config="granseg_tiny.yaml", device="cpu")
-    except Exception as err:  # the SANSA builder is another helper's work in progress
-        pytest.skip(f"random SANSA model not buildable here: {err}")
+    fs_model = gs.load_model(None, kind="sansa", config="granseg_tiny.yaml", device="cpu")
     ckpt = tmp_path / "sansa.pt"
     save_checkpoint(fs_model.module.state_dict(), ckpt)
     sample = tmp_path / "s"
