@@ -24,7 +24,10 @@ def trained_unsamv2_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("unsamv2_trained")
     threads = torch.get_num_threads()
-    torch.set_num_threads(min(threads, 2))
+    # one thread: CPU training with 2 threads is not bit-reproducible run to run (reduction order), and one
+    # fixture model in four CI runs came out too weak for the segment-everything test; on one thread the same
+    # seed gives the same weights every run (checked on the demo build: two runs, identical tensors).
+    torch.set_num_threads(1)
     try:
         cfg = fast_test_config(out)
         trainer = UnSAMv2Trainer(cfg)
