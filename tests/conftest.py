@@ -2,8 +2,9 @@
 
 ``trained_unsamv2``: a tiny UnSAMv2 trained from scratch, inside the test session, by the project's own
 trainer (``granseg_training.unsamv2``) on synthetic nested scenes (nucleolus in nucleus in cell); saved in
-the upstream checkpoint layout and loaded back through ``napari_granseg.load_model``. Seeded, no cache
-across runs. ``nested_scenes``: unseen scenes (seeds no training sample uses) for behavioural checks.
+the upstream checkpoint layout and loaded back through ``napari_granseg.load_model``. Seeded; no cache
+across runs, except on a developer's machine that sets ``GRANSEG_TEST_FIXTURE_CACHE=DIR`` (the same
+seeded one-thread training gives the same weights, so a saved run is reused; CI never sets it). ``nested_scenes``: unseen scenes (seeds no training sample uses) for behavioural checks.
 """
 from __future__ import annotations
 
@@ -16,12 +17,25 @@ TRAINED_UNSAMV2_STEPS = 1200
 @pytest.fixture(scope="session")
 def trained_unsamv2_run(tmp_path_factory):
     """(LoadedModel, training history, checkpoint path) of the session's tiny trained UnSAMv2."""
+    import json
+    import os
+    import shutil
+    from pathlib import Path
+
     import torch
 
     import napari_granseg as gs
     from granseg_training.unsamv2.recipes import fast_test_config
     from granseg_training.unsamv2.trainer import UnSAMv2Trainer
 
+    cache = os.environ.get("GRANSEG_TEST_FIXTURE_CACHE")
+    if cache:
+        cached = Path(cache) / f"unsamv2_{TRAINED_UNSAMV2_STEPS}"
+        if (cached / "history.json").is_file():
+            ckpt = next(cached.glob("*.pt"))
+            history = json.loads((cached / "history.json").read_text())
+            loaded = gs.load_model(ckpt, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
+            return loaded, history, ckpt
     out = tmp_path_factory.mktemp("unsamv2_trained")
     threads = torch.get_num_threads()
     # one thread: CPU training with 2 threads is not bit-reproducible run to run (reduction order), and one
@@ -35,6 +49,10 @@ def trained_unsamv2_run(tmp_path_factory):
         path = trainer.save()
     finally:
         torch.set_num_threads(threads)
+    if cache:
+        cached.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, cached / Path(path).name)
+        (cached / "history.json").write_text(json.dumps(history))
     loaded = gs.load_model(path, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
     return loaded, history, path
 

@@ -10,7 +10,14 @@ import os
 
 import torch
 
-__all__ = ["resolve_device", "autocast_for", "bf16_supported_on_cpu"]
+__all__ = ["resolve_device", "autocast_for", "bf16_supported_on_cpu", "PRECISIONS", "check_precision",
+           "autocast_dtype", "precision_context"]
+
+#: The one precision setting of every engine, the CLI (``--precision``) and the widgets.
+#: "fp32": no autocast anywhere: computes what the official code computes (float32 throughout).
+#: "bf16": autocast to bfloat16 (image encoder, memory attention, decoder) wherever the device allows it.
+#: "auto": bf16 where it is measured to be faster (CUDA with bf16, CPUs with native bf16), else fp32.
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -63,3 +70,44 @@ def autocast_for(device: torch.device, enabled: bool | None = None):
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def check_precision(precision: str) -> str:
+    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise a ValueError saying what to pass."""
+    if not isinstance(precision, str) or precision not in PRECISIONS:
+        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}: 'fp32' reproduces the official "
+                         f"code exactly, 'bf16' is faster on GPUs, 'auto' picks bf16 only where it is faster.")
+    return precision
+
+
+def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype ``precision`` means on ``device`` (None: float32, no autocast)."""
+    check_precision(precision)
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("precision='bf16' was asked for, but this GPU has no bfloat16; use 'fp32' or 'auto'.")
+        if device.type == "mps":
+            raise ValueError("precision='bf16' is not supported on Apple MPS here; use 'fp32' or 'auto'.")
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu":
+        return torch.bfloat16 if bf16_supported_on_cpu() else None
+    return None
+
+
+def precision_context(device: torch.device | str, precision: str = "auto"):
+    """The context every model call of an engine runs in.
+
+    "fp32" returns ``torch.autocast(..., enabled=False)``, not a null context, so that even an autocast opened
+    by the caller (a notebook, a trainer) cannot make the engine drift from the official float32 outputs.
+    """
+    device = torch.device(device)
+    dtype = autocast_dtype(device, precision)
+    device_type = device.type if device.type in ("cuda", "cpu", "mps") else "cpu"
+    if dtype is None:
+        return torch.autocast(device_type=device_type, enabled=False)
+    return torch.autocast(device_type=device_type, dtype=dtype)
