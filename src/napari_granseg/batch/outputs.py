@@ -66,14 +66,15 @@ def refusal_message(path: str | os.PathLike) -> str:
             f"Job(replace_foreign=({Path(path).name!r},))), or write the results elsewhere with --out DIR")
 
 
-def disk_error_line(err: OSError, where: str | os.PathLike) -> str:
-    """One clear line for an OS error of the output disk, with what to do."""
+def disk_error_line(err: OSError, where: str | os.PathLike, finished: int | None = None) -> str:
+    """One clear line for an OS error of the output disk, with what to do (``finished``: outputs kept)."""
     what = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
             errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
             errno.EPERM: "permission denied"}.get(err.errno, err.strerror or type(err).__name__)
     todo = ("free some space" if err.errno in (errno.ENOSPC, errno.EDQUOT)
             else "choose a writable folder with --out DIR (or fix its permissions)")
-    return f"cannot write to {where}: {what}; {todo}, then rerun the same command (finished outputs are kept)"
+    kept = "finished outputs are kept" if finished is None else f"the {finished} output(s) finished so far are kept"
+    return f"cannot write to {where}: {what}; {todo}, then rerun the same command ({kept})"
 
 
 def check_writable(folders: Iterable[str | os.PathLike]) -> None:

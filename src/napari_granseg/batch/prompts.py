@@ -62,12 +62,11 @@ def _prompt_from_record(rec: Mapping[str, Any], where: str, image: str | None = 
             return None
         try:
             value = float(norm[key])
-            if not np.isfinite(value):
-                raise PromptFileError(f"{where}: {key} {norm[key]!r} is not a finite number: give the click in "
-                                      f"pixels")
-            return cast(value) if cast is float or value == int(value) else _bad(key, norm[key])
         except (TypeError, ValueError):
             return _bad(key, norm[key])
+        if not np.isfinite(value):
+            raise PromptFileError(f"{where}: {key} {norm[key]!r} is not a finite number: give the click in pixels")
+        return cast(value) if cast is float or value == int(value) else _bad(key, norm[key])
 
     def _bad(key, value):
         raise PromptFileError(f"{where}: {key} {value!r} is not a {'number' if key in ('row', 'col', 'granularity') else 'whole number'}")

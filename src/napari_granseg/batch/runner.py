@@ -98,8 +98,8 @@ def _record(report: BatchReport, res: dict, bar, on_result) -> None:
     if on_result is not None:
         on_result(res)
     if res.get("disk_errno") is not None:  # the disk itself: every later item would fail the same way
-        raise OutputNotWritableError(res["disk_errno"], f"{res['error']} ({len(report.done)} item(s) finished "
-                                                        f"in this run and kept)")
+        err = OSError(res["disk_errno"], res.get("strerror", ""))
+        raise OutputNotWritableError(err.errno, disk_error_line(err, Path(res["output"]).parent, len(report.done)))
 
 
 def _execute(items: list[Item], job: Job, fn: Callable, report: BatchReport, progress: bool, desc: str,
