@@ -21,8 +21,9 @@ __all__ = ["Prompt", "PromptFileError", "read_prompts", "match_prompts", "object
 class Prompt:
     """One click: (row, col) in pixels (napari order). label 1 = positive, 0 = negative.
 
-    granularity None: the job's. object_id None: each positive point is its own object; points sharing an
-    id form one object (extra positives/negatives refine it). ``slice``: the stack index (stacks only).
+    granularity None: the job's. object_id None: each positive point is its own object; positive points
+    sharing an id form one object (the union of their masks). Negative points cut every object of their
+    image, as in ``gs.segment``. ``slice``: the stack index (stacks only).
     """
 
     row: float
@@ -98,7 +99,8 @@ def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> dict[str
     image: a file name, a path relative to the prompt file, or an absolute path. row/col: pixels (float ok).
     granularity: per point, else the job's. object: points with the same id make one object (its label
     value); without ids every positive point is a new object, numbered in file order. label: 1 positive
-    (default), 0 negative. slice: the stack index when the image is a stack.
+    (default), 0 negative (for every object of the image). slice: the stack index when the image is a stack.
+    Coordinates must be finite numbers (``nan``/``inf`` are errors naming the line).
     """
     if isinstance(source, Mapping):
         return _prompts_from_mapping(source, "prompts")
