@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     import torch
 
     import napari_granseg as gs
-    from napari_granseg.batch import Job, ModelRef, make_client, run_folder, _close_client
+    from napari_granseg.batch import Job, ModelRef, close_client, make_client, run_folder
     from napari_granseg.checkpoints import save_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="granseg_bench_"))
@@ -102,7 +102,7 @@ def main(argv=None) -> dict:
             multi = run_folder(images, work / "multi", job, progress=False, client=client)
             t_multi = time.perf_counter() - t0
         finally:
-            _close_client(client)
+            close_client(client)
 
         import tifffile
 

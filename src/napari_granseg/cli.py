@@ -7,8 +7,9 @@
     granseg fewshot --references refs/ --reference-labels refs_labels/ targets/ --out out/
     granseg models
 
-Exit status: 0 all items done or skipped, 1 some items failed (listed, and in <out>/granseg_report.json),
-2 bad usage (no inputs, unreadable prompt file, model not available).
+Exit status: 0 all items done or skipped, 1 some items failed or were refused (listed, and in
+<out>/granseg_report.json), 2 could not run (no inputs, unreadable prompt file, model not available, output
+folder not writable or full, output path holding files granseg did not write), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -30,6 +31,9 @@ def _add_model_args(ap: argparse.ArgumentParser, default_hint: str) -> None:
     g.add_argument("--config", default=None, help="SAM 2 config of a checkpoint path (e.g. configs/sam2.1/sam2.1_hiera_s.yaml)")
     g.add_argument("--base-checkpoint", default=None, help="SANSA: the SAM 2 base checkpoint")
     g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps")
+    g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="fp32: exactly the official models' computation; auto (default): bfloat16 where it is "
+                        "measured faster (CUDA, CPUs with native bf16); bf16: always bfloat16")
 
 
 def _add_run_args(ap: argparse.ArgumentParser) -> None:
@@ -39,7 +43,12 @@ def _add_run_args(ap: argparse.ArgumentParser) -> None:
     g.add_argument("--stack", action="store_true",
                    help="treat each TIFF input as a stack: write <stem>_labels.zarr (in --out or next to it)")
     g.add_argument("--recursive", action="store_true", help="also take images in sub-folders")
-    g.add_argument("--overwrite", action="store_true", help="recompute finished outputs")
+    g.add_argument("--overwrite", action="store_true",
+                   help="recompute outputs granseg wrote before (files granseg did not write are never replaced)")
+    g.add_argument("--replace-foreign", action="append", default=[], metavar="PATTERN",
+                   help="allow replacing these existing files although granseg did not write them (a file name, "
+                        "path or glob such as 'cells_*_labels.tif'; repeatable). Default: such files are kept "
+                        "and their image is reported as refused")
     par = g.add_mutually_exclusive_group()
     par.add_argument("--workers", type=int, default=1,
                      help="N > 1: run on a local dask cluster of N processes (one model each)")
@@ -114,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
-    from .batch import Job, ModelRef, PromptFileError, expand_inputs, read_prompts, run_folder, run_stack
+    from .batch import (Job, ModelRef, OutputNotWritableError, PromptFileError, expand_inputs, read_prompts,
+                        run_folder, run_stack)
     from .zoo import ModelDownloadError
 
     try:
@@ -122,11 +132,13 @@ def _run(args) -> int:
         if args.command == "fewshot":
             job = Job(mode="fewshot", model=model, references=args.references,
                       reference_labels=args.reference_labels, image_size=args.image_size,
-                      overwrite=args.overwrite, torch_threads=args.threads)
+                      precision=args.precision, overwrite=args.overwrite,
+                      replace_foreign=tuple(args.replace_foreign), torch_threads=args.threads)
             inputs = args.targets
         else:
             job = Job(mode="prompts" if args.prompts else "whole", granularity=args.granularity, model=model,
-                      settings=_parse_settings(args.settings), prompts=args.prompts, overwrite=args.overwrite,
+                      settings=_parse_settings(args.settings), prompts=args.prompts, precision=args.precision,
+                      overwrite=args.overwrite, replace_foreign=tuple(args.replace_foreign),
                       torch_threads=args.threads)
             inputs = args.inputs
         if job.mode == "prompts":
@@ -139,7 +151,9 @@ def _run(args) -> int:
                          f"(use --stack --out DIR for several)")
         if images:
             expand_inputs(images, recursive=args.recursive)  # fail early on missing inputs
-    except (ValueError, FileNotFoundError, PromptFileError) as err:
+    except PromptFileError as err:
+        return _fail(f"{err} (prompt file format: docs/batch.md, 'Prompt files')")
+    except (ValueError, FileNotFoundError) as err:
         return _fail(str(err))
 
     run_kw = dict(progress=not args.no_progress, workers=args.workers if args.workers > 1 else None,
@@ -159,30 +173,43 @@ def _run(args) -> int:
             out = Path(args.zarr) if args.zarr else _stack_output(stack, args.out)
             rep = run_stack(stack, out, job, **run_kw)
             reports.append((f"{stack} -> {out}", rep))
+    except OutputNotWritableError as err:
+        _print_reports(reports)
+        return _fail(err.strerror or str(err))
     except (FileNotFoundError, PromptFileError, ModelDownloadError, FileExistsError, ValueError, OSError,
             ImportError, RuntimeError) as err:
+        _print_reports(reports)
         return _fail(str(err))
     except KeyboardInterrupt:
         print("granseg: interrupted; finished outputs are kept, rerun the same command to resume", file=sys.stderr)
         return 130
     finally:
         if client is not None:
-            from .batch import _close_client
+            from .batch import close_client
 
-            _close_client(client)
+            close_client(client)
 
-    failed = 0
-    for name, rep in reports:
-        print(f"{name}: {rep.summary()}" if len(reports) > 1 else rep.summary())
-        failed += len(rep.failed)
+    failed = _print_reports(reports)
     report_path = Path(args.report) if args.report else (Path(args.out) / "granseg_report.json" if args.out else None)
     if report_path is not None:
-        from .io import atomic_write_bytes
+        from .batch.outputs import write_report
 
-        data = {name: rep.to_dict() for name, rep in reports}
-        atomic_write_bytes(report_path, json.dumps(data, indent=1, default=str).encode())
+        try:
+            write_report(report_path, {name: rep.to_dict() for name, rep in reports})
+        except OSError as err:
+            print(f"granseg: report not written: {err}", file=sys.stderr)
+            return 1
         print(f"report: {report_path}")
     return 1 if failed else 0
+
+
+def _print_reports(reports) -> int:
+    """Print each run's summary; return how many items failed or were refused."""
+    bad = 0
+    for name, rep in reports:
+        print(f"{name}: {rep.summary()}" if len(reports) > 1 else rep.summary())
+        bad += len(rep.failed) + len(rep.refused)
+    return bad
 
 
 def _check_whole_engine() -> None:
@@ -243,6 +270,12 @@ def _sample(out: Path, n: int, size: int) -> int:
 
     from .io import atomic_path, atomic_write_bytes
 
+    planned = ([out / f"cells_{i:03d}.tif" for i in range(n)] + [out / "prompts.csv"]
+               + [out / "fewshot" / sub for sub in ("references", "reference_labels", "targets")])
+    existing = [str(p) for p in planned if p.exists()]
+    if existing:
+        return _fail(f"{out} already holds {existing[:3]}{' ...' if len(existing) > 3 else ''}; the sample is not "
+                     f"written over existing files: choose a new or empty folder with --out")
     out.mkdir(parents=True, exist_ok=True)
     lines = ["image,row,col,granularity,object"]
     for i in range(n):

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["atomic_path", "atomic_write_bytes", "IMAGE_SUFFIXES", "is_image_file", "read_image", "open_stack",
            "stack_shape", "write_labels_tiff", "read_labels_metadata", "labels_output_path", "LabelsZarr",
-           "UnreadableImageError"]
+           "UnreadableImageError", "ForeignStoreError"]
 
 
 @contextlib.contextmanager
@@ -212,13 +212,25 @@ def read_labels_metadata(path: str | os.PathLike) -> dict[str, Any] | None:
         return None
 
 
+#: Entries a :class:`LabelsZarr` store may hold (zarr v2 and v3 metadata, our two arrays).
+_STORE_ENTRIES = {"zarr.json", ".zgroup", ".zattrs", ".zmetadata", "labels", "done"}
+
+
+class ForeignStoreError(FileExistsError):
+    """An output path holds something this tool did not write; it is never deleted or changed."""
+
+
 class LabelsZarr:
     """A zarr group holding ``labels`` (N, H, W) chunked one slice per chunk, and ``done`` (N,) flags.
 
     Each slice is written as one whole chunk (one file), then its ``done`` flag (its own chunk), so a slice is
     finished iff its flag is set: an interrupted run leaves at most one slice to redo, never a flag on a
     half-written slice. Slices are independent files, so many workers can write at once without locks.
-    ``attrs['job']`` keeps the job's fingerprint; reopening with another job needs ``overwrite=True``.
+
+    ``attrs['granseg']`` marks the store as ours and keeps the job: only such a store is reopened (same job)
+    or replaced (``overwrite=True``, another job). Any other existing path (a folder of the user's files, a
+    zarr written by another tool, a file) is refused with :class:`ForeignStoreError` and left untouched,
+    whatever ``overwrite`` says; an existing empty folder is used.
     """
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], job: dict[str, Any] | None = None,
@@ -228,20 +240,50 @@ class LabelsZarr:
         self.path = Path(path)
         shape = tuple(int(s) for s in shape)
         job = dict(job or {})
-        if self.path.exists() and not overwrite:
-            group = zarr.open_group(str(self.path), mode="r+")
-            old_shape = tuple(group["labels"].shape) if "labels" in group else None
-            if old_shape != shape or dict(group.attrs.get("job", {})) != job:
-                raise FileExistsError(
-                    f"{self.path} holds results of another run (shape {old_shape}, job {group.attrs.get('job')}); "
-                    f"pass overwrite=True (CLI: --overwrite) to replace it, or choose another output path.")
+        reuse = False
+        if self.path.exists() or self.path.is_symlink():
+            marker = self._marker()
+            if marker is None:
+                if not (self.path.is_dir() and not self.path.is_symlink() and not any(self.path.iterdir())):
+                    raise ForeignStoreError(
+                        f"{self.path} already exists and is not a labels store written by granseg (no granseg "
+                        f"marker), so it is left untouched (nothing deleted); choose a new output path "
+                        f"(--zarr NEW.zarr), or move that folder away yourself if you are sure it is not needed.")
+            else:
+                extra = sorted(p.name for p in self.path.iterdir() if p.name not in _STORE_ENTRIES)
+                group = zarr.open_group(str(self.path), mode="r+")
+                old_shape = tuple(group["labels"].shape) if "labels" in group else None
+                if old_shape == shape and dict(marker.get("job", {})) == job:
+                    reuse = True
+                elif not overwrite:
+                    raise FileExistsError(
+                        f"{self.path} holds results of another run (shape {old_shape}, job {marker.get('job')}); "
+                        f"pass overwrite=True (CLI: --overwrite) to replace it, or choose another output path.")
+                elif extra:
+                    raise ForeignStoreError(
+                        f"{self.path} is a granseg store but also holds files granseg did not write ({extra[:5]}), "
+                        f"so it is not replaced; move those files out, or choose another output path.")
+        if reuse:
+            self.group = group
         else:
             group = zarr.open_group(str(self.path), mode="w")
             group.create_array("labels", shape=shape, chunks=(1,) + shape[1:], dtype=dtype, fill_value=0)
             group.create_array("done", shape=(shape[0],), chunks=(1,), dtype="uint8", fill_value=0)
-            group.attrs["job"] = job
-        self.group = group
+            group.attrs["granseg"] = {"store": "labels", "version": 1, "job": job}
+            self.group = group
         self.shape = shape
+
+    def _marker(self) -> dict[str, Any] | None:
+        """The ``granseg`` attribute of the zarr group at ``self.path``, None when it is not our store."""
+        if not self.path.is_dir() or self.path.is_symlink():
+            return None
+        try:
+            import zarr
+
+            marker = zarr.open_group(str(self.path), mode="r").attrs.get("granseg")
+        except Exception:
+            return None
+        return dict(marker) if isinstance(marker, dict) and marker.get("store") == "labels" else None
 
     @classmethod
     def open(cls, path: str | os.PathLike) -> "LabelsZarr":

@@ -70,3 +70,20 @@ def image_folder(tmp_path):
 def temp_files():
     """temp_files(folder) -> leftover temporary files of atomic writes (must be none)."""
     return lambda folder: [p for p in folder.rglob("*") if p.name.endswith(".part") or p.name.startswith(".")]
+
+
+def _as_uint8(stack):
+    """An 8-bit copy of a 16-bit test stack, scaled by its own range.
+
+    8-bit data keeps its natural range, so each slice gives the model the same input alone (``gs.segment``)
+    or as part of the stack: these tests compare against per-slice calls. 16-bit stacks share one range
+    across slices; tests/batch/test_batch_stack_intensity.py covers that policy."""
+    import numpy as np
+
+    lo, hi = float(stack.min()), float(stack.max())
+    return np.round((stack.astype(np.float32) - lo) / max(hi - lo, 1.0) * 255).astype(np.uint8)
+
+
+@pytest.fixture
+def as_uint8():
+    return _as_uint8

@@ -19,7 +19,7 @@ def client():
     pytest.importorskip("dask.distributed")
     c, _ = batch.make_client(workers=2)
     yield c
-    batch._close_client(c)
+    batch.close_client(c)
 
 
 def test_local_cluster_gives_the_single_process_labels(client, image_folder, tmp_path, model_ref):
@@ -38,7 +38,7 @@ def test_local_cluster_gives_the_single_process_labels(client, image_folder, tmp
 
     pids = {r["pid"] for r in multi.done}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    models_per_worker = client.run(lambda: len(__import__("napari_granseg.batch").batch._MODELS))
+    models_per_worker = client.run(lambda: len(__import__("napari_granseg.batch.worker").batch.worker._MODELS))
     assert sorted(models_per_worker.values()) == [1, 1]
     # resume and bad files behave the same on the cluster
     (folder / "img_001b.tif").write_bytes(b"broken")
@@ -48,9 +48,9 @@ def test_local_cluster_gives_the_single_process_labels(client, image_folder, tmp
     assert len(again.done) == 0 and len(again.skipped) == 4 and len(again.failed) == 1
 
 
-def test_local_cluster_stack(client, tmp_path, model_ref):
+def test_local_cluster_stack(client, tmp_path, model_ref, as_uint8):
     stack, scenes = nested_cells_stack(n_slices=4, size=96, seed=2)
-    tifffile.imwrite(tmp_path / "st.tif", stack)
+    tifffile.imwrite(tmp_path / "st.tif", as_uint8(stack))
     rows = ["image,slice,row,col"] + [f"st.tif,{z},{s.centers[0][0]:.1f},{s.centers[0][1]:.1f}"
                                       for z, s in enumerate(scenes)]
     (tmp_path / "p.csv").write_text("\n".join(rows))
@@ -123,9 +123,9 @@ def test_cli_missing_model_is_one_clear_error(tmp_path, capsys, monkeypatch):
     assert rc == 2 and "unsamv2_plus_ckpt.pt" in err and "GRANSEG_CACHE_DIR" in err
 
 
-def test_cli_stack_to_zarr_and_models(tmp_path, model_ref, capsys):
+def test_cli_stack_to_zarr_and_models(tmp_path, model_ref, capsys, as_uint8):
     stack, scenes = nested_cells_stack(n_slices=3, size=64, seed=4)
-    tifffile.imwrite(tmp_path / "st.tif", stack)
+    tifffile.imwrite(tmp_path / "st.tif", as_uint8(stack))
     rows = ["image,slice,row,col"] + [f"st.tif,{z},{s.centers[0][0]:.1f},{s.centers[0][1]:.1f}"
                                       for z, s in enumerate(scenes)]
     (tmp_path / "p.csv").write_text("\n".join(rows))
@@ -160,9 +160,15 @@ def test_fewshot_mode(tmp_path, capsys):
     assert rc == 0, out.err + out.out
     outputs = sorted((tmp_path / "o").glob("*_labels.tif"))
     assert [p.name for p in outputs] == ["target_000_labels.tif", "target_001_labels.tif"]
-    # same result as the engine used directly with the same references (class ids 1 = discs, 2 = triangles)
+    # same result as ONE FewShotSegmenter used directly on the same references (class ids 1 = discs, 2 = triangles)
+    from napari_granseg.engine.fewshot import FewShotSegmenter
+
     loaded = batch.worker_model(batch.ModelRef(str(ckpt), "sansa", "granseg_tiny.yaml", "cpu", str(ckpt)).resolved())
-    segs = batch._build_fewshot(loaded, batch.reference_pairs(fs / "references", fs / "reference_labels"), 128)
-    assert sorted(segs) == [1, 2]
-    expected = batch.segment_fewshot(tifffile.imread(fs / "targets" / "target_000.tif"), segs)
-    np.testing.assert_array_equal(tifffile.imread(outputs[0]), expected)
+    pairs = batch.reference_pairs(fs / "references", fs / "reference_labels")
+    ref_labels = [tifffile.imread(b) for _, b in pairs]
+    assert sorted(set(np.unique(np.concatenate([r.ravel() for r in ref_labels]))) - {0}) == [1, 2]
+    targets = [tifffile.imread(fs / "targets" / f"target_{i:03d}.tif") for i in range(2)]
+    expected = FewShotSegmenter(loaded, image_size=128).segment_classes(
+        targets, ref_labels, reference_images=[tifffile.imread(a) for a, _ in pairs])
+    for out_path, exp in zip(outputs, expected):
+        np.testing.assert_array_equal(tifffile.imread(out_path), exp)

@@ -15,8 +15,9 @@ from napari_granseg.synthetic import nested_cells_stack
 
 
 @pytest.fixture
-def stack_file(tmp_path):
+def stack_file(tmp_path, as_uint8):
     stack, scenes = nested_cells_stack(n_slices=4, size=96, seed=1, drift=2.0)
+    stack = as_uint8(stack)
     path = tmp_path / "stack.tif"
     tifffile.imwrite(path, stack)
     rows = ["image,slice,row,col,granularity"] + [f"stack.tif,{z},{s.centers[0][0]:.1f},{s.centers[0][1]:.1f},0.8"

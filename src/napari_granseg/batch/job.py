@@ -1,0 +1,174 @@
+"""What a batch run does: the model reference, the job, its fingerprint, and the few-shot reference pairs.
+
+A :class:`Job` is small and picklable because it is sent to every worker process; the model travels as a
+:class:`ModelRef` (name or path), never as weights. The fingerprint is a hash of everything that decides an
+item's result, so a rerun knows which outputs are finished and a changed job recomputes them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..devices import PRECISIONS
+from .inputs import expand_inputs, file_stamp
+
+__all__ = ["MODES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint", "reference_pairs", "jsonable"]
+
+MODES = ("whole", "prompts", "fewshot")
+#: Bumped when the meaning of a fingerprint changes, so older outputs are recomputed instead of trusted.
+FORMAT_VERSION = 2
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which model to load, by name or path (never the model itself: workers load it).
+
+    name: a zoo name, a checkpoint path, or None (the best cached model of the mode's kind, else the demo;
+    with ``kind`` given and no name: random weights, for tests only, not reproducible across processes).
+    """
+
+    name: str | None = None
+    kind: str | None = None
+    config: str | None = None
+    device: str = "auto"
+    base_checkpoint: str | None = None
+
+    def resolved(self, mode: str = "whole") -> "ModelRef":
+        """Fix the default model now (on the client), so every worker and the fingerprint agree on it."""
+        if self.name is not None or self.kind is not None:
+            if self.name is not None and Path(self.name).expanduser().is_file():
+                return ModelRef(str(Path(self.name).expanduser().resolve()), self.kind, self.config, self.device,
+                                self.base_checkpoint)
+            return self
+        from ..zoo import default_model_name
+
+        return ModelRef(default_model_name("sansa" if mode == "fewshot" else "unsamv2"), None, self.config,
+                        self.device, self.base_checkpoint)
+
+    def key(self) -> tuple:
+        return (self.name, self.kind, self.config, self.device, self.base_checkpoint)
+
+    def load(self):
+        """Load the model (no cache; see :func:`napari_granseg.batch.worker.worker_model`)."""
+        from ..zoo import ZOO, load_model
+
+        named = self.name is not None and self.name in ZOO
+        return load_model(self.name, kind=None if named else self.kind, config=self.config, device=self.device,
+                          base_checkpoint=self.base_checkpoint)
+
+
+@dataclass
+class Job:
+    """What to do to every item. Small and picklable: it is sent to every worker.
+
+    mode: "whole" (instance labels of the whole image at ``granularity``, :func:`gs.segment_everything`),
+    "prompts" (objects from a prompt file, see :func:`napari_granseg.batch.read_prompts`) or "fewshot"
+    (classes from reference images + label images).
+    settings: extra keyword arguments of the whole-image engine (e.g. ``points_per_side``).
+    precision: "auto" (fast path where measured faster), "fp32" (exactly the official computation) or
+    "bf16"; part of the fingerprint, because it changes the result.
+    overwrite: recompute outputs this tool wrote before (never touches files it did not write).
+    replace_foreign: glob patterns (matched against an output's path and its file name) naming files NOT
+    written by this tool that may nevertheless be replaced; empty: such files are refused and kept.
+    torch_threads: torch threads per worker process (distributed runs; None: cores / workers).
+    """
+
+    mode: str = "whole"
+    granularity: float = 0.5
+    model: ModelRef = field(default_factory=ModelRef)
+    settings: dict[str, Any] = field(default_factory=dict)
+    prompts: str | os.PathLike | Mapping[str, Sequence] | None = None
+    references: str | os.PathLike | None = None
+    reference_labels: str | os.PathLike | None = None
+    image_size: int = 640
+    precision: str = "auto"
+    overwrite: bool = False
+    replace_foreign: tuple[str, ...] = ()
+    torch_threads: int | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; use one of {MODES}")
+        if not 0.1 <= float(self.granularity) <= 1.0:
+            raise ValueError(f"granularity {self.granularity} is outside [0.1, 1] (0.1 = small parts, 1 = whole objects)")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision={self.precision!r} is not one of {PRECISIONS}: 'fp32' reproduces the "
+                             f"official models exactly, 'auto' takes the fast path where it is measured faster "
+                             f"(CLI: --precision fp32)")
+        if isinstance(self.replace_foreign, str):
+            self.replace_foreign = (self.replace_foreign,)
+        self.replace_foreign = tuple(str(p) for p in self.replace_foreign)
+        if self.mode == "prompts" and self.prompts is None:
+            raise ValueError("mode 'prompts' needs a prompt file: Job(mode='prompts', prompts='prompts.csv') "
+                             "(CLI: --prompts FILE); see docs/batch.md for the format")
+        if self.mode == "fewshot" and (self.references is None or self.reference_labels is None):
+            raise ValueError("mode 'fewshot' needs references=DIR of images and reference_labels=DIR of label "
+                             "images (CLI: --references DIR --reference-labels DIR)")
+
+    def core(self) -> dict[str, Any]:
+        """The part of the job that decides the result (for fingerprints; prompts are added per item)."""
+        core = {"mode": self.mode, "granularity": round(float(self.granularity), 6),
+                "model": list(self.model.key()[:3]), "settings": jsonable(self.settings),
+                "precision": self.precision, "v": FORMAT_VERSION}
+        if self.mode == "fewshot":
+            core["image_size"] = int(self.image_size)
+            core["references"] = [[str(a), str(b), file_stamp(a), file_stamp(b)]
+                                  for a, b in reference_pairs(self.references, self.reference_labels)]
+        return core
+
+    def engine_options(self) -> dict[str, Any]:
+        """Keyword arguments every engine call of this job gets (precision; "auto" is the engines' default)."""
+        return {} if self.precision == "auto" else {"precision": self.precision}
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON types (what fingerprints and zarr attributes can hold)."""
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def fingerprint(core: Mapping[str, Any], prompts: Sequence = ()) -> str:
+    """A short hash of what decides an item's result (job core + the item's prompts)."""
+    payload = json.dumps({"job": jsonable(core), "prompts": [asdict(p) for p in prompts]}, sort_keys=True)
+    return hashlib.sha1(payload.encode()).hexdigest()[:16]
+
+
+_LABEL_SUFFIXES = ("_labels", "_label", "_mask", "_masks")
+_LABEL_FILE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".jpg", ".jpeg")
+
+
+def reference_pairs(references: str | os.PathLike | None,
+                    reference_labels: str | os.PathLike | None) -> list[tuple[Path, Path]]:
+    """Pair each reference image with its label image by stem (``a.tif`` <-> ``a.tif``/``a_labels.tif``/``a_mask.png``)."""
+    if references is None or reference_labels is None:
+        return []
+    images = expand_inputs([references])
+    lab_dir = Path(reference_labels)
+    if not lab_dir.is_dir():
+        raise FileNotFoundError(f"reference label folder {lab_dir} not found: pass --reference-labels DIR, the "
+                                f"folder of label images named like the reference images")
+    labels = {}
+    for p in sorted(lab_dir.iterdir()):
+        if p.suffix.lower() in _LABEL_FILE_SUFFIXES:
+            stem = p.stem
+            for suffix in _LABEL_SUFFIXES:
+                if stem.endswith(suffix):
+                    stem = stem[: -len(suffix)]
+                    break
+            labels.setdefault(stem, p)
+    pairs, missing = [], []
+    for img in images:
+        if img.stem in labels:
+            pairs.append((img, labels[img.stem]))
+        else:
+            missing.append(img.name)
+    if not pairs:
+        raise FileNotFoundError(f"no reference image in {references} has a label image in {lab_dir} "
+                                f"(name it like the image, or <stem>_labels.tif)")
+    if missing:
+        raise FileNotFoundError(f"reference images without label images in {lab_dir}: {missing[:10]} "
+                                f"(add <stem>_labels.tif for each, or move those images out)")
+    return pairs
