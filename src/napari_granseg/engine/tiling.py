@@ -10,9 +10,9 @@ stretched beyond recognition. Tiling keeps the image's own pixels: the model loo
   (:meth:`TiledPredictor.embed_all`) makes every later click decoder-only; prompts that fit no grid tile get a
   window centred on them. Masks come back at the full image size.
 - Segment everything (:func:`segment_everything_tiled`): every tile is segmented; an object touching a tile
-  border that lies inside the image is dropped there (it is cut) and kept from a neighbouring tile, where the
-  overlap holds it whole (objects up to ``overlap`` pixels wide are never cut); duplicates from overlapping
-  tiles are merged by mask IoU.
+  border that lies inside the image is cut there and is taken from a neighbouring tile, where the overlap
+  holds it whole (objects up to ``overlap`` pixels wide are never cut); objects wider than that are stitched
+  from their cut pieces; duplicates from overlapping tiles are merged by mask IoU.
 - Windows smaller than a tile (a strip thinner than the tile) are padded to a square with the image's
   darkest level, never stretched; the padding is cropped off the masks.
 
@@ -265,31 +265,78 @@ class _Piece:
     left: int
     mask: np.ndarray
     score: float
+    window: Window
+    cut: bool = False
 
     @property
     def area(self) -> int:
         return int(self.mask.sum())
 
+    def crop(self, y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+        """The piece's mask over image rows y0:y1, cols x0:x1 (False outside the piece's box)."""
+        out = np.zeros((max(0, y1 - y0), max(0, x1 - x0)), bool)
+        ty0, tx0 = max(y0, self.top), max(x0, self.left)
+        ty1, tx1 = min(y1, self.top + self.mask.shape[0]), min(x1, self.left + self.mask.shape[1])
+        if ty1 > ty0 and tx1 > tx0:
+            out[ty0 - y0:ty1 - y0, tx0 - x0:tx1 - x0] = self.mask[ty0 - self.top:ty1 - self.top,
+                                                                   tx0 - self.left:tx1 - self.left]
+        return out
 
-def _overlap_iou(a: _Piece, b: _Piece) -> float:
-    top, left = max(a.top, b.top), max(a.left, b.left)
-    bottom = min(a.top + a.mask.shape[0], b.top + b.mask.shape[0])
-    right = min(a.left + a.mask.shape[1], b.left + b.mask.shape[1])
-    if bottom <= top or right <= left:
+    def union(self, other: "_Piece") -> "_Piece":
+        top, left = min(self.top, other.top), min(self.left, other.left)
+        bottom = max(self.top + self.mask.shape[0], other.top + other.mask.shape[0])
+        right = max(self.left + self.mask.shape[1], other.left + other.mask.shape[1])
+        mask = self.crop(top, left, bottom, right) | other.crop(top, left, bottom, right)
+        return _Piece(top, left, mask, max(self.score, other.score), self.window, cut=True)
+
+
+def _iou_in(a: _Piece, b: _Piece, y0: int, x0: int, y1: int, x1: int) -> float:
+    ia, ib = a.crop(y0, x0, y1, x1), b.crop(y0, x0, y1, x1)
+    union = int((ia | ib).sum())
+    return int((ia & ib).sum()) / union if union else 0.0
+
+
+def _bounds(p: _Piece) -> tuple[int, int, int, int]:
+    return p.top, p.left, p.top + p.mask.shape[0], p.left + p.mask.shape[1]
+
+
+def _iou(a: _Piece, b: _Piece) -> float:
+    (ay0, ax0, ay1, ax1), (by0, bx0, by1, bx1) = _bounds(a), _bounds(b)
+    y0, x0, y1, x1 = min(ay0, by0), min(ax0, bx0), max(ay1, by1), max(ax1, bx1)
+    if min(ay1, by1) <= max(ay0, by0) or min(ax1, bx1) <= max(ax0, bx0):
         return 0.0
-    ia = a.mask[top - a.top:bottom - a.top, left - a.left:right - a.left]
-    ib = b.mask[top - b.top:bottom - b.top, left - b.left:right - b.left]
-    inter = int(np.logical_and(ia, ib).sum())
-    return inter / float(a.area + b.area - inter) if inter else 0.0
+    return _iou_in(a, b, y0, x0, y1, x1)
 
 
-def _dedupe(pieces: list[_Piece], iou_thresh: float) -> list[_Piece]:
-    """Greedy: best score first, drop a piece that overlaps a kept one by more than ``iou_thresh``."""
+def _inside_fraction(a: _Piece, b: _Piece) -> float:
+    """Share of ``a``'s pixels that ``b`` covers."""
+    y0, x0, y1, x1 = _bounds(a)
+    return float((a.mask & b.crop(y0, x0, y1, x1)).sum()) / max(1, a.area)
+
+
+def _stitch(pieces: list[_Piece], iou_thresh: float) -> list[_Piece]:
+    """Whole pieces first (best score first, duplicates by IoU dropped); then pieces cut by a tile border:
+    dropped when a kept piece already holds them, merged with the cut piece of the same object from the
+    neighbouring tile (they agree where the two tiles overlap), kept otherwise."""
     kept: list[_Piece] = []
-    for piece in sorted(pieces, key=lambda p: -p.score):
-        if all(_overlap_iou(piece, other) <= iou_thresh for other in kept):
+    for piece in sorted((p for p in pieces if not p.cut), key=lambda p: -p.score):
+        if all(_iou(piece, other) <= iou_thresh for other in kept):
             kept.append(piece)
-    return kept
+    whole = list(kept)
+    cut: list[_Piece] = []
+    for piece in sorted((p for p in pieces if p.cut), key=lambda p: -p.area):
+        if any(_iou(piece, o) > iou_thresh or _inside_fraction(piece, o) > 0.6 for o in whole):
+            continue
+        for i, other in enumerate(cut):
+            win_a, win_b = piece.window, other.window
+            shared = (max(win_a.y0, win_b.y0), max(win_a.x0, win_b.x0), min(win_a.y1, win_b.y1),
+                      min(win_a.x1, win_b.x1))
+            if shared[2] > shared[0] and shared[3] > shared[1] and _iou_in(piece, other, *shared) > iou_thresh:
+                cut[i] = other.union(piece)
+                break
+        else:
+            cut.append(piece)
+    return whole + cut
 
 
 def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | None = 0.5,
@@ -299,8 +346,9 @@ def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | 
     """Instance labels (int32, ids 1..n, larger objects painted first) of ``image`` segmented tile by tile.
 
     ``settings``: any segment-everything setting, applied within each tile (e.g. ``points_per_side``).
-    Objects cut by an inner tile border are taken from the neighbouring tile that holds them whole;
-    duplicates of one object from overlapping tiles (mask IoU > ``duplicate_iou``) are merged.
+    Objects cut by an inner tile border are taken from the neighbouring tile that holds them whole; an object
+    wider than the overlap (whole in no tile) is put together from its cut pieces, which agree where their
+    tiles overlap; duplicates of one object from overlapping tiles (mask IoU > ``duplicate_iou``) are merged.
     """
     from .automatic import generate
 
@@ -332,11 +380,11 @@ def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | 
                 continue
             rows, cols = np.nonzero(mask)
             y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-            if _touches_inner_border((x0, y0, x1 - x0 - 1, y1 - y0 - 1), window, (h, w)):
-                continue
+            cut = _touches_inner_border((x0, y0, x1 - x0 - 1, y1 - y0 - 1), window, (h, w))
             pieces.append(_Piece(window.y0 + int(y0), window.x0 + int(x0), mask[y0:y1, x0:x1].copy(),
-                                 float(rec["predicted_iou"]) * float(rec.get("stability_score", 1.0))))
-    kept = _dedupe(pieces, duplicate_iou)
+                                 float(rec["predicted_iou"]) * float(rec.get("stability_score", 1.0)),
+                                 window, cut))
+    kept = _stitch(pieces, duplicate_iou)
     labels = np.zeros((h, w), np.int32)
     for k, piece in enumerate(sorted(kept, key=lambda p: -p.area), start=1):
         region = labels[piece.top:piece.top + piece.mask.shape[0], piece.left:piece.left + piece.mask.shape[1]]
