@@ -13,6 +13,7 @@ every method follows, because dask actors break otherwise:
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -125,11 +126,14 @@ class GranularityActor(_ActorBase):
 
     def predict(self, kwargs: dict, low_res: bool = True) -> dict:
         """``GranularityPredictor.predict(**kwargs)`` with masks packed as bits (logits exactly, as float32)."""
+        t0 = time.perf_counter()
         masks, ious, low = self._predictor.predict(**kwargs)
+        t1 = time.perf_counter()
         masks = np.asarray(masks)
         packed = pack_array(masks.astype(np.float32, copy=False)) if kwargs.get("return_logits") else pack_mask(masks)
         return {"masks": packed, "ious": np.asarray(ious, np.float32),
-                "low_res": pack_array(np.asarray(low, np.float32)) if low_res else None}
+                "low_res": pack_array(np.asarray(low, np.float32)) if low_res else None,
+                "predict_s": t1 - t0, "pack_s": time.perf_counter() - t1}
 
     def segment(self, key: str, payload: Packed | None, points: list, granularity: Any, labels: Any,
                 kwargs: dict) -> dict:

@@ -107,11 +107,13 @@ class ActorHandle:
         next_ping = time.monotonic() + max(1.0, self.session.timeout / 2)
         last, cancel_sent = None, False
         while True:
+            if future.done():  # the reply (or the worker's error) is here
+                return future.result()
             try:
                 return future.result(timeout=POLL_S)
             except (TimeoutError, asyncio.TimeoutError):
-                if future.done():  # the reply itself is a timeout error
-                    raise
+                if future.done():  # it arrived just then (or the worker raised a TimeoutError): take it above
+                    continue
             if job is not None and not cancel_sent and _cancelled(cancel):
                 self.actor.cancel(job).result(timeout=self.session.timeout)
                 cancel_sent = True

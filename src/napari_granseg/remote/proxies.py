@@ -72,6 +72,8 @@ class RemotePredictor(_Remote):
     def __init__(self, session, model: dict, predictor_kwargs: dict, torch_threads: int | None = None):
         super().__init__(session, GranularityActor, (model, dict(predictor_kwargs), torch_threads))
         self._current: tuple[np.ndarray, str, dict] | None = None
+        #: seconds the last predict spent computing and packing on the worker (the rest is transport)
+        self.last_timing: dict[str, float] = {}
 
     def _fresh(self) -> None:
         if self._current is not None:
@@ -109,6 +111,7 @@ class RemotePredictor(_Remote):
                 "normalize_coords": bool(normalize_coords), **kwargs}
         with self.lock:
             reply = self.handle.call("predict", call, bool(low_res))
+        self.last_timing = {"predict_s": reply["predict_s"], "pack_s": reply["pack_s"]}
         low = None if reply["low_res"] is None else unpack_array(reply["low_res"])
         return unpack_array(reply["masks"]), reply["ious"], low
 

@@ -18,7 +18,7 @@ from .addresses import check_address
 from .calls import RemoteError
 from .versions import local_versions, version_differences
 
-__all__ = ["connect", "RemoteSession", "RemoteError", "model_spec", "close_all"]
+__all__ = ["connect", "session_for", "RemoteSession", "RemoteError", "model_spec", "close_all"]
 
 _sessions: dict[tuple, "RemoteSession"] = {}
 _sessions_lock = threading.Lock()
@@ -72,6 +72,18 @@ def connect(address: str, *, allow_insecure_remote: bool = False, security=None,
         session = _sessions[key] = RemoteSession(full, security=security, timeout=timeout,
                                                  load_timeout=load_timeout, direct_to_workers=direct_to_workers)
         return session
+
+
+def session_for(scheduler: "str | RemoteSession") -> "RemoteSession":
+    """What a ``scheduler=`` argument of the API or a widget's compute setting means: an address string
+    (:func:`connect` with its defaults: this machine or an SSH tunnel) or a session already made with
+    :func:`connect` (TLS, a trusted network, other timeouts)."""
+    if isinstance(scheduler, RemoteSession):
+        return scheduler
+    if isinstance(scheduler, str):
+        return connect(scheduler)
+    raise TypeError(f"scheduler={scheduler!r}: give a dask scheduler address such as 'tcp://127.0.0.1:8786' or a "
+                    f"session from napari_granseg.remote.connect(...)")
 
 
 def close_all() -> None:
