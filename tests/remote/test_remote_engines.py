@@ -127,3 +127,17 @@ def test_session_for_accepts_an_address_or_a_session(session):
     assert remote.session_for(session.address) is session  # one cached session per address
     with pytest.raises(TypeError, match="scheduler="):
         remote.session_for(8786)
+
+
+def test_propagation_matches_local_and_reports_progress(session, local_model, one_thread):
+    from napari_granseg.engine.propagate import ObjectPrompt, propagate
+    from napari_granseg.synthetic import nested_cells_stack
+
+    stack, scenes = nested_cells_stack(n_slices=3, size=64, seed=2)
+    row, col = scenes[1].centers[0]
+    prompt = ObjectPrompt(frame=1, points=[[col, row]], labels=[1], obj_id=5)
+    want = propagate(local_model, stack, prompt, granularity=0.6)
+    seen = []
+    got = session.propagate(stack, prompt, granularity=0.6, model=UNSAM, progress=lambda d, t: seen.append((d, t)))
+    assert got.dtype == want.dtype and np.array_equal(got, want) and set(np.unique(got)) <= {0, 5}
+    assert (got[1] == 5).any() and all(t == 6 for _, t in seen)

@@ -151,3 +151,26 @@ def test_latest_only_discards_the_waiting_value_on_request():
     finally:
         gate.set()
         latest.close(5)
+
+
+def test_version_differences_name_each_package_and_side():
+    from napari_granseg.remote.versions import local_versions, version_differences
+
+    here = local_versions()
+    assert here["python"].count(".") == 1 and here["napari-granseg"]
+    assert version_differences(here, {"tcp://w:1": dict(here)}) == []
+    theirs = {**here, "torch": "0.0.1", "sam2": None}
+    lines = version_differences(here, {"tcp://w:1": theirs})
+    assert len(lines) == 2
+    assert any(f"torch: this machine {here['torch']}, worker tcp://w:1 0.0.1" in line for line in lines)
+    assert any("sam2" in line and "worker tcp://w:1 not installed" in line for line in lines)
+
+
+def test_no_scheduler_at_a_local_address_is_a_remote_error_saying_what_to_check():
+    import socket
+
+    with socket.socket() as s:  # a free local port with nothing listening
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(remote.RemoteError, match="could not reach the dask scheduler at tcp://127.0.0.1:.*tunnel"):
+        remote.connect(f"tcp://127.0.0.1:{port}", timeout=1)

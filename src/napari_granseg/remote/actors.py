@@ -12,7 +12,6 @@ every method follows, because dask actors break otherwise:
 """
 from __future__ import annotations
 
-import threading
 import time
 from collections import OrderedDict
 from typing import Any
@@ -50,7 +49,6 @@ class _ActorBase:
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._progress: dict[str, tuple[int, int]] = {}
         self._cancelled: set[str] = set()
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ images
     def _image(self, key: str, payload: Packed | None) -> np.ndarray | None:

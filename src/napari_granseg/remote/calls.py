@@ -3,7 +3,7 @@ progress and cancel, and every lost connection turned into one clear :class:`Rem
 
 Waiting is never blind: while a call computes, the client pings the worker (an ``async`` actor method, answered
 by the worker's event loop even while the actor thread computes), so a slow first embedding is waited for but a
-killed worker or a dropped network is reported within ``timeout`` seconds.
+killed worker or a dropped network is reported within 1.5 x ``timeout`` seconds.
 """
 from __future__ import annotations
 
@@ -75,15 +75,6 @@ class ActorHandle:
         self._sent.clear()
         return RemoteError(self.session.lost_message(err, worker=getattr(self, "worker", None)))
 
-    def ping(self) -> None:
-        """Raise :class:`RemoteError` unless the worker answers within the session's timeout."""
-        try:
-            self.actor.progress("").result(timeout=self.session.timeout)
-        except Exception as err:
-            if is_connection_error(err):
-                raise self._fail(err) from err
-            raise
-
     def call(self, method: str, *args: Any, job: str | None = None, progress: Callable | None = None,
              cancel: Any = None) -> Any:
         """``actor.method(*args)``, waited for with liveness pings; ``job``: poll its progress and cancel."""
@@ -104,6 +95,17 @@ class ActorHandle:
         return reply
 
     def _wait(self, future, job, progress, cancel) -> Any:
+        try:
+            return self._poll(future, job, progress, cancel)
+        except BaseException:  # Ctrl+C in the console, a failing progress callback: stop the worker's job too
+            if job is not None and not future.done():
+                try:
+                    self.actor.cancel(job).result(timeout=self.session.timeout)
+                except Exception:  # the link itself is gone: the original error says so
+                    pass
+            raise
+
+    def _poll(self, future, job, progress, cancel) -> Any:
         next_ping = time.monotonic() + max(1.0, self.session.timeout / 2)
         last, cancel_sent = None, False
         while True:
