@@ -60,6 +60,9 @@ def test_three_line_calls_match_local(session, local_model, scene, one_thread):
                                      progress=lambda done, total: seen.append((done, total)))
     assert np.array_equal(got, want) and got.max() >= 2
     assert all(0 <= d <= t for d, t in seen)
+    got, info = session.segment_everything(scene.image, granularity=0.5, model=UNSAM, points_per_side=8,
+                                           return_info=True)
+    assert np.array_equal(got, want) and len(info) == got.max() and 0 < info[0]["predicted_iou"] <= 1.5
 
 
 def test_bad_input_raises_the_engine_error_not_a_connection_error(session, scene):
