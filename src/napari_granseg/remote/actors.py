@@ -155,9 +155,11 @@ class GranularityActor(_ActorBase):
             return Missing(key=key)
         progress, cancel = self._job_callbacks(job)
         try:
-            if stack:
-                out = segment_everything_stack(get_predictor(self._loaded), image, granularity, progress, cancel,
-                                               **settings)
+            if stack:  # precision= chooses the predictor (as in gs.segment_everything); the rest are settings
+                settings = dict(settings)
+                chosen = {k: settings.pop(k) for k in ("precision",) if k in settings}
+                out = segment_everything_stack(get_predictor(self._loaded, **chosen), image, granularity, progress,
+                                               cancel, **settings)
                 return {"labels": pack_array(out)}
             out = segment_everything(image, granularity, model=self._loaded, progress=progress, cancel=cancel,
                                      **settings)
