@@ -32,7 +32,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
-def run_model(name: str, model, images: list, precisions: list[str]) -> list[dict]:
+def run_model(name: str, model, images: list, precisions: list[str], repeats: int) -> list[dict]:
     outputs: dict[str, list[np.ndarray]] = {}
     times: dict[str, float] = {}
     for precision in precisions:
@@ -44,7 +44,8 @@ def run_model(name: str, model, images: list, precisions: list[str]) -> list[dic
                 logits.append(pred.predict([[col, row]], [1], granularity=G_VALUES, return_logits=True)[0])
         outputs[precision] = logits
         image = images[0].image
-        times[precision] = timeit(lambda: (pred.cache.clear(), pred.set_image(image)), repeats=3)["median_s"]
+        times[precision] = timeit(lambda: (pred.cache.clear(), pred.set_image(image)), repeats=repeats,
+                                  warmup=0)["median_s"]
     rows = []
     ref = outputs["fp32"]
     for precision in precisions:
@@ -62,6 +63,7 @@ def run_model(name: str, model, images: list, precisions: list[str]) -> list[dic
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="set_image timing runs per precision")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-hiera-s", action="store_true", help="only the demo model (fast)")
     parser.add_argument("--out", default=None)
@@ -70,12 +72,12 @@ def main(argv=None) -> None:
     rows = []
     demo = gs.load_model("unsamv2-demo", device=args.device)
     scenes = [nested_cells_scene(size=256, seed=1000 + i) for i in range(args.images)]
-    rows += run_model("unsamv2-demo (trained, 256 px)", demo, scenes, precisions)
+    rows += run_model("unsamv2-demo (trained, 256 px)", demo, scenes, precisions, args.repeats)
     if not args.skip_hiera_s:
         torch.manual_seed(0)
         hiera_s = gs.load_model(None, kind="unsamv2", config="configs/sam2.1/sam2.1_hiera_s.yaml", device=args.device)
         big = [nested_cells_scene(size=512, seed=2000 + i) for i in range(args.images)]
-        rows += run_model("Hiera-S random weights (1024 px)", hiera_s, big, precisions)
+        rows += run_model("Hiera-S random weights (1024 px)", hiera_s, big, precisions, args.repeats)
     columns = ["model", "precision", "autocast", "masks", "mean_iou_vs_fp32", "min_iou_vs_fp32",
                "max_abs_logit_diff", "max_abs_logit", "set_image_ms"]
     write_report("precision_agreement", rows, columns, args.out, extra={"granularities": G_VALUES})

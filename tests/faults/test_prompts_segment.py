@@ -55,6 +55,10 @@ def test_bad_labels_and_unknown_keywords(model, image):
         gs.segment(image, [(5, 5)], granulartiy=0.3, model=model)
     with pytest.raises(ValueError, match="precision='half' is not one of"):
         gs.segment(image, [(5, 5)], model=model, precision="half")
+    with pytest.raises(TypeError, match="points_per_sid"):
+        gs.segment_everything(image, model=model, points_per_sid=8)
+    with pytest.raises(ValueError, match="precision='half' is not one of"):
+        gs.segment_everything(image, model=model, precision="half")
 
 
 def test_napari_3d_points_on_a_2d_image_drop_a_constant_z(model, image):
