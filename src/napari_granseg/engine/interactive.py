@@ -3,7 +3,8 @@
 :class:`GranularityPredictor` subclasses Meta's predictor and adds: images as microscopists have them
 (16-bit, gray, any size; see :mod:`.normalize`), an embedding cache (:mod:`.embeddings`), a ``granularity``
 argument where a list of g values is decoded in ONE batched decoder pass, UnSAMv2's optional mask-refinement
-pass, and errors that say what to do.
+pass, one ``precision`` for every model call (``devices.precision_context``), a lock so threads can share
+one predictor, and prompt checks (:mod:`.prompts`) whose errors say what to do.
 """
 from __future__ import annotations
 
