@@ -111,7 +111,8 @@ def _napari_points(points, image: np.ndarray) -> tuple[np.ndarray, int | None]:
 
 def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: float | Sequence[float] = 0.5,
             model: LoadedModel | str | None = None, labels: Sequence[int] | None = None,
-            refine: bool = False, precision: str = "auto") -> np.ndarray:
+            refine: bool = False, precision: str = "auto",
+            intensity: tuple[float, float] | None = None) -> np.ndarray:
     """Segment one object per positive point at ``granularity`` and return an int32 label image (ids 1..n).
 
     points: ``[(row, col), ...]`` (napari order). On a (Z, H, W[, 3]) stack give napari ``(z, row, col)``
@@ -119,7 +120,9 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
     label stack comes back. On a 2D image, (z, row, col) points with one constant z are accepted (the z is
     dropped). granularity: one value for all points or one per point (in [0.1, 1]).
     labels: optional 1/0 per point; points with label 0 are negative clicks shared by every object.
-    precision: "auto" | "fp32" | "bf16". Overlaps go to the object with the higher logit.
+    precision: "auto" | "fp32" | "bf16". intensity: the (low, high) grey range to scale with (a slice of a
+    stack: the stack's range, see docs/scripting.md); None: the image's own range, or the stack's for a stack.
+    Overlaps go to the object with the higher logit.
     """
     from .engine.normalize import intensity_range
     from .engine.prompts import PromptError, as_granularities
@@ -144,8 +147,8 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
     else:
         g = [None] * len(pos)
     plane = image if z is None else image[z]
-    intensity = None if z is None else (
-        (0.0, 255.0) if image.dtype == np.uint8 else intensity_range(image, pred.percentiles))
+    if intensity is None and z is not None:
+        intensity = (0.0, 255.0) if image.dtype == np.uint8 else intensity_range(image, pred.percentiles)
     out = np.zeros(plane.shape[:2], np.int32)
     best = np.full(out.shape, -np.inf, np.float32)
     with pred.lock:
@@ -167,13 +170,17 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
 
 
 def segment_everything(image: np.ndarray, granularity: float = 0.5, model: LoadedModel | str | None = None,
-                       precision: str = "auto", **settings) -> np.ndarray:
+                       precision: str = "auto", intensity: tuple[float, float] | None = None,
+                       **settings) -> np.ndarray:
     """Instance labels of the whole image at ``granularity`` (see :mod:`napari_granseg.engine.automatic`).
 
-    ``settings``: fields of ``AutomaticSettings`` (unknown names are errors there).
+    ``intensity``: the (low, high) grey range (a stack's, for a slice); handed to the automatic engine,
+    which scales every crop with it. ``settings``: fields of ``AutomaticSettings`` (unknown names are errors).
     """
     from .engine.automatic import segment_everything as _everything
 
     pred = get_predictor(model, precision=precision)
+    if intensity is not None:
+        settings["intensity"] = intensity
     with pred.lock:
         return _everything(pred, image, granularity=granularity, **settings)

@@ -85,3 +85,13 @@ def test_napari_3d_points_on_a_stack_select_their_slice(model):
         gs.segment(stack, [(5, 5, 5)], model=model)
     with pytest.raises(PromptError, match=r"image is a stack .* give points as napari \(z, row, col\)"):
         gs.segment(stack, [(5, 5)], model=model)
+
+
+def test_an_explicit_intensity_range_is_used(model):
+    img = np.random.default_rng(6).integers(100, 900, (40, 48)).astype(np.uint16)
+    out = gs.segment(img, [(20, 24)], granularity=0.5, model=model, precision="fp32", intensity=(0, 4095))
+    pred = gs.get_predictor(model, precision="fp32")
+    assert pred.current_intensity == (0.0, 4095.0)
+    pred.set_image(img, intensity=(0, 4095))
+    logits = pred.predict([[24, 20]], [1], granularity=0.5, return_logits=True)[0][0]
+    np.testing.assert_array_equal(out == 1, logits > pred.mask_threshold)
