@@ -5,12 +5,11 @@ Why a module of its own: every engine must make the same choice, and users overr
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 
-__all__ = ["resolve_device", "autocast_for", "bf16_supported_on_cpu", "PRECISIONS", "check_precision",
+__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "check_precision",
            "autocast_dtype", "precision_context"]
 
 #: The one precision setting of every engine, the CLI (``--precision``) and the widgets.
@@ -51,25 +50,6 @@ def bf16_supported_on_cpu() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
-
-
-def autocast_for(device: torch.device, enabled: bool | None = None):
-    """The autocast context used for the image encoder.
-
-    CUDA: bfloat16 when supported (as upstream training/inference). CPU: bfloat16 only on CPUs with native
-    bf16 (measured here: tiny's set_image 2.7 s -> 1.8 s); elsewhere bf16 emulation is slower, so off.
-    MPS: off (autocast coverage there is partial). ``enabled`` forces the choice.
-    """
-    if enabled is None:
-        if device.type == "cuda":
-            enabled = torch.cuda.is_bf16_supported()
-        elif device.type == "cpu":
-            enabled = bf16_supported_on_cpu()
-        else:
-            enabled = False
-    if not enabled:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def check_precision(precision: str) -> str:

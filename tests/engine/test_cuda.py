@@ -30,20 +30,20 @@ def test_cuda_fp32_matches_cpu(pair):
     r, c = scene.centers[0]
     outs = []
     for m in (cpu, gpu):
-        pred = GranularityPredictor(m, autocast=False)
+        pred = GranularityPredictor(m, precision="fp32")
         pred.set_image(scene.image)
         outs.append(pred.predict([[c, r]], [1], granularity=[0.1, 0.5, 1.0], return_logits=True)[0])
     assert np.abs(outs[0] - outs[1]).max() < 1e-3 * max(1.0, np.abs(outs[0]).max())
 
 
 @cuda
-def test_cuda_bf16_autocast_agrees_with_fp32(pair):
+def test_cuda_bf16_agrees_with_fp32(pair):
     _, gpu = pair
     scene = nested_cells_scene(size=128, seed=3)
     r, c = scene.centers[0]
     masks = []
-    for ac in (False, True):
-        pred = GranularityPredictor(gpu, autocast=ac)
+    for precision in ("fp32", "bf16"):
+        pred = GranularityPredictor(gpu, precision=precision)
         pred.set_image(scene.image)
         masks.append(pred.predict([[c, r]], [1], granularity=0.5, return_logits=True)[0][0])
     a, b = masks
@@ -57,6 +57,6 @@ def test_cuda_propagation_runs_and_matches_cpu(pair):
     stack, scenes = nested_cells_stack(n_slices=4, size=96)
     r, c = scenes[1].centers[0]
     prompt = ObjectPrompt(frame=1, points=[[c, r]], labels=[1])
-    a = propagate(cpu, stack, prompt, granularity=0.5, autocast=False)
-    b = propagate(gpu, stack, prompt, granularity=0.5, autocast=False)
+    a = propagate(cpu, stack, prompt, granularity=0.5, precision="fp32")
+    b = propagate(gpu, stack, prompt, granularity=0.5, precision="fp32")
     assert (a == b).mean() > 0.99

@@ -50,3 +50,48 @@ def test_bad_stack_and_prompt_errors(model):
         propagate(model, np.zeros((2, 3, 40, 40)), ObjectPrompt(frame=0, points=[[1, 1]]))
     with pytest.raises(ValueError, match="stack has 2 slices"):
         propagate(model, np.zeros((2, 40, 40), np.uint8), ObjectPrompt(frame=5, points=[[1, 1]]))
+
+
+def test_in_memory_state_has_the_keys_sam2s_init_state_builds(model, tmp_path):
+    """Our inference state is built without sam2's file loader: it must hold what init_state would."""
+    from PIL import Image
+
+    from napari_granseg.engine.propagate import init_state_in_memory
+
+    stack = np.random.default_rng(0).integers(0, 255, (2, 40, 40)).astype(np.uint8)
+    for i, plane in enumerate(stack):
+        Image.fromarray(plane).convert("RGB").save(tmp_path / f"{i:05d}.jpg")
+    with torch.inference_mode():
+        official = model.module.init_state(str(tmp_path))
+        ours = init_state_in_memory(model.module, InMemoryFrames(stack, int(model.image_size)))
+    assert set(ours) == set(official)
+    for key in ("num_frames", "video_height", "video_width", "device", "storage_device", "offload_video_to_cpu",
+                "offload_state_to_cpu"):
+        assert ours[key] == official[key], key
+    assert set(ours["cached_features"]) == set(official["cached_features"]) == {0}
+
+
+def test_sam2s_video_loader_is_not_patched(model):
+    import sam2.sam2_video_predictor as video
+
+    original = video.load_video_frames
+    seen = []
+    propagate(model, np.zeros((2, 32, 32), np.uint8), ObjectPrompt(frame=0, points=[[5, 5]]), granularity=0.5,
+              progress=lambda d, t: seen.append(video.load_video_frames is original))
+    assert seen and all(seen)
+
+
+def test_frames_are_the_predictors_input_with_the_stack_range(model):
+    """One normalisation path: a propagated slice is exactly the preview's input for that slice."""
+    from napari_granseg.engine.interactive import GranularityPredictor
+    from napari_granseg.engine.normalize import intensity_range
+
+    stack = np.random.default_rng(3).integers(200, 3000, (3, 40, 50)).astype(np.uint16)
+    stack[0, :5, :5] = 60000  # a hot pixel on one slice only
+    frames = InMemoryFrames(stack, int(model.image_size))
+    assert frames.intensity == intensity_range(stack)
+    pred = GranularityPredictor(model, precision="fp32")
+    for i in range(3):
+        torch.testing.assert_close(frames[i], pred._model_input(stack[i], frames.intensity)[0], rtol=0, atol=0)
+    # and not each slice's own range (the policy for stacks)
+    assert not torch.equal(frames[0], pred._model_input(stack[0])[0])

@@ -1,32 +1,29 @@
 """Propagate a prompted object through z or t with SAM 2's video predictor, from in-memory arrays.
 
 Peer tools write every slice to a temporary JPEG folder because ``SAM2VideoPredictor.init_state`` only reads
-files. Here the frames come from the numpy stack itself: :class:`InMemoryFrames` normalises one slice when
-SAM 2 asks for it (nothing written to disk, no full float copy of the stack), and is handed to SAM 2's own
-``init_state`` in place of its file loader. Propagation runs forward and backward from the prompted slices.
-For UnSAMv2 models the object's granularity is appended on every frame, as upstream.
+files. Here the frames come from the numpy stack itself: :class:`InMemoryFrames` turns one slice into model
+input when SAM 2 asks for it (:func:`~.normalize.model_input` with ONE intensity range for the whole stack:
+nothing written to disk, no float copy of the stack), and :func:`init_state_in_memory` builds SAM 2's
+inference state around them (no file loader, nothing patched). Propagation runs forward and backward from
+the prompted slices, every model call in ``devices.precision_context``. For UnSAMv2 models the object's
+granularity conditions every frame, as upstream (``UnSAMv2Model.granularity_context``).
 """
 from __future__ import annotations
 
-import threading
+import contextlib
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-import sam2.sam2_video_predictor as _video_module
-
-from ..devices import autocast_for
+from ..devices import check_precision, precision_context
 from ..models.loaded import LoadedModel
-from .normalize import ImageShapeError, check_image, intensity_range, to_model_rgb_range
+from .normalize import ImageShapeError, check_image, intensity_range, model_input
+from .prompts import as_box, as_granularities, as_points
 
-__all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled"]
-
-_IMG_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-_IMG_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-_loader_lock = threading.Lock()
+__all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled", "init_state_in_memory"]
 
 
 class PropagationCancelled(RuntimeError):
@@ -34,7 +31,11 @@ class PropagationCancelled(RuntimeError):
 
 
 class InMemoryFrames:
-    """A lazy sequence of SAM 2 video frames (3, S, S) made from a (T, H, W[, 3]) array."""
+    """A lazy sequence of SAM 2 video frames (3, S, S) made from a (T, H, W[, 3]) array.
+
+    ``intensity``: the (low, high) grey range of the whole stack (default: :func:`~.normalize.intensity_range`
+    of the stack, uint8: 0..255), so every slice is scaled alike, as in the preview and the CLI.
+    """
 
     def __init__(self, stack: np.ndarray, image_size: int, device: torch.device | str = "cpu",
                  intensity: tuple[float, float] | None = None):
@@ -48,7 +49,7 @@ class InMemoryFrames:
         self.device = torch.device(device)
         if intensity is None:
             intensity = (0.0, 255.0) if stack.dtype == np.uint8 else intensity_range(stack)
-        self.intensity = intensity
+        self.intensity = (float(intensity[0]), float(intensity[1]))
 
     def __len__(self) -> int:
         return int(self.stack.shape[0])
@@ -58,11 +59,7 @@ class InMemoryFrames:
         return int(self.stack.shape[1]), int(self.stack.shape[2])
 
     def __getitem__(self, idx: int) -> torch.Tensor:
-        rgb = to_model_rgb_range(self.stack[idx], *self.intensity)
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None]
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
-                          antialias=True)[0]
-        return ((x - _IMG_MEAN) / _IMG_STD).to(self.device)
+        return model_input(self.stack[idx], self.image_size, self.device, intensity=self.intensity)[0]
 
 
 @dataclass
@@ -78,37 +75,50 @@ class ObjectPrompt:
     mask: np.ndarray | None = field(default=None, repr=False)
 
 
-def _init_state(predictor, frames: InMemoryFrames) -> dict:
-    """Run SAM 2's own ``init_state`` with our frames in place of its JPEG/MP4 loader."""
-    def load_from_memory(**_kwargs):
-        h, w = frames.hw
-        return frames, h, w
+def init_state_in_memory(predictor, frames: InMemoryFrames) -> dict:
+    """SAM 2's inference state for ``frames``, as ``SAM2VideoPredictor.init_state`` builds it from files.
 
-    with _loader_lock:
-        original = _video_module.load_video_frames
-        _video_module.load_video_frames = load_from_memory
-        try:
-            return predictor.init_state(video_path="<in-memory stack>")
-        finally:
-            _video_module.load_video_frames = original
+    ``init_state`` reads frames only through its file loader; the rest of the state is plain bookkeeping,
+    set here key by key (a test checks the keys against ``init_state``'s own on a real frame folder).
+    Frames stay in memory and are normalised on demand; the state lives on the model's device.
+    """
+    h, w = frames.hw
+    device = predictor.device
+    state = {
+        "images": frames, "num_frames": len(frames), "offload_video_to_cpu": False,
+        "offload_state_to_cpu": False, "video_height": h, "video_width": w, "device": device,
+        "storage_device": device, "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {},
+        "constants": {}, "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
+        "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
+    }
+    predictor._get_image_feature(state, frame_idx=0, batch_size=1)  # warm-up, as init_state does
+    return state
 
 
-def _run(predictor, state, prompts: Sequence[ObjectPrompt], n_frames: int, threshold: float,
-         step: Callable[[], None]) -> dict[int, dict[int, np.ndarray]]:
+def _add_prompts(predictor, state, prompts: Sequence[ObjectPrompt], frames: InMemoryFrames) -> None:
     for p in prompts:
-        if not 0 <= p.frame < n_frames:
-            raise ValueError(f"prompt on slice {p.frame} but the stack has {n_frames} slices")
+        if not 0 <= p.frame < len(frames):
+            raise ValueError(f"prompt on slice {p.frame} but the stack has {len(frames)} slices")
         if p.mask is not None:
-            predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=np.asarray(p.mask, bool))
-        else:
-            predictor.add_new_points_or_box(
-                state, frame_idx=p.frame, obj_id=p.obj_id,
-                points=np.asarray(p.points, np.float32).reshape(-1, 2) if len(p.points) else None,
-                labels=np.asarray(p.labels if p.labels is not None else [1] * len(p.points), np.int32)
-                if len(p.points) else None,
-                box=None if p.box is None else np.asarray(p.box, np.float32))
+            mask = np.asarray(p.mask, bool)
+            if mask.shape != frames.hw:
+                raise ValueError(f"ObjectPrompt.mask has shape {mask.shape}; give a mask of the slice's shape "
+                                 f"{frames.hw}")
+            predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=mask)
+            continue
+        points = None if p.points is None or not len(p.points) else p.points
+        coords, labels = as_points(points, p.labels if points is not None else None, frames.hw)
+        box = as_box(p.box, frames.hw)
+        if coords is None and box is None:
+            raise ValueError(f"the ObjectPrompt for object {p.obj_id} on slice {p.frame} is empty: give points="
+                             f"[[x, y]], a box=[x0, y0, x1, y1] or a mask")
+        predictor.add_new_points_or_box(state, frame_idx=p.frame, obj_id=p.obj_id, points=coords, labels=labels,
+                                        box=box)
+
+
+def _run(predictor, state, n_frames: int, start: int, threshold: float,
+         step: Callable[[], None]) -> dict[int, dict[int, np.ndarray]]:
     out: dict[int, dict[int, np.ndarray]] = {}
-    start = min(p.frame for p in prompts)
     for reverse in (False, True):
         for frame_idx, obj_ids, masks in predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse):
             out.setdefault(frame_idx, {})
@@ -121,15 +131,18 @@ def _run(predictor, state, prompts: Sequence[ObjectPrompt], n_frames: int, thres
 def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: Sequence[ObjectPrompt] | ObjectPrompt,
               granularity: float | None = None, threshold: float | None = None,
               progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-              autocast: bool | None = None) -> np.ndarray:
+              precision: str = "auto", intensity: tuple[float, float] | None = None) -> np.ndarray:
     """Propagate objects through ``stack`` and return an int32 label stack (T, H, W), ids = ``obj_id``.
 
     ``granularity`` (UnSAMv2): applies to every object without its own ``ObjectPrompt.granularity``;
     objects with different g are propagated in separate passes (g conditions every frame).
     ``threshold``: logit threshold (default -1 for UnSAMv2 as upstream's video path, 0 for SAM 2).
+    ``precision``: "auto" | "fp32" | "bf16" for every model call (encoder, memory attention, decoder).
+    ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.
     """
+    check_precision(precision)
     loaded = model if isinstance(model, LoadedModel) else None
     module = model.module if loaded else model
     if not hasattr(module, "propagate_in_video"):
@@ -137,16 +150,20 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     prompts = [prompts] if isinstance(prompts, ObjectPrompt) else list(prompts)
     if not prompts:
         raise ValueError("give at least one ObjectPrompt (a slice index and clicks on it)")
+    if not all(isinstance(p, ObjectPrompt) for p in prompts):
+        raise TypeError("prompts must be ObjectPrompt(frame=..., points=[[x, y]], ...) objects")
     has_g = hasattr(module, "granularity_context")
     if threshold is None:
         threshold = -1.0 if has_g else 0.0
     device = next(module.parameters()).device
-    frames = InMemoryFrames(stack, int(module.image_size), device)
+    frames = InMemoryFrames(stack, int(module.image_size), device, intensity=intensity)
     groups: dict[float | None, list[ObjectPrompt]] = {}
     for p in prompts:
         g = p.granularity if p.granularity is not None else granularity
-        if g is not None and not has_g:
-            raise ValueError("granularity needs an UnSAMv2 model; this is a stock SAM 2 model")
+        if g is not None:
+            if not has_g:
+                raise ValueError("granularity needs an UnSAMv2 model; this is a stock SAM 2 model")
+            g = float(as_granularities(g, name="granularity")[0])
         groups.setdefault(g, []).append(p)
     total = 2 * len(frames) * len(groups)
     done = 0
@@ -161,22 +178,15 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
 
     labels = np.zeros((len(frames), *frames.hw), np.int32)
     for g, group in groups.items():
-        ctx = module.granularity_context(g) if has_g else _null()
-        with torch.inference_mode(), autocast_for(device, autocast), ctx:
-            state = _init_state(module, frames)
-            result = _run(module, state, group, len(frames), threshold, step)
+        ctx = module.granularity_context(g) if has_g else contextlib.nullcontext()
+        with torch.inference_mode(), precision_context(device, precision), ctx:
+            state = init_state_in_memory(module, frames)
+            _add_prompts(module, state, group, frames)
+            result = _run(module, state, len(frames), min(p.frame for p in group), threshold, step)
         for frame_idx, objs in result.items():
             for obj_id, mask in objs.items():
                 labels[frame_idx][mask & (labels[frame_idx] == 0)] = obj_id
     return labels
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def iter_slices(stack: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:

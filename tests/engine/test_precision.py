@@ -1,0 +1,122 @@
+"""One precision setting: "fp32" is float32 everywhere (even inside a caller's autocast), "bf16" really is bf16.
+
+Forward hooks on a linear layer of the image encoder, the memory attention and the mask decoder record the
+dtype each one computed in, so the test sees every model call of the predictor and of propagation, not only the outputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_granseg.devices import autocast_dtype
+from napari_granseg.engine.interactive import GranularityPredictor
+from napari_granseg.engine.propagate import ObjectPrompt, propagate
+from napari_granseg.synthetic import nested_cells_scene, nested_cells_stack
+from napari_granseg.zoo import load_model
+
+#: a linear layer inside each part (residual streams stay float32 under autocast; the matmuls do not)
+ENCODER = "image_encoder.trunk.blocks.0.attn.qkv"
+MEMORY = "memory_attention.layers.0.self_attn.q_proj"
+DECODER = "sam_mask_decoder.transformer.layers.0.self_attn.q_proj"
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    return load_model(None, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return nested_cells_scene(size=96, seed=4)
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, dict):
+        return _first_tensor(next(iter(out.values())))
+    return _first_tensor(out[0])
+
+
+class DtypeHooks:
+    """Records the output dtype of the named submodules at every call."""
+
+    def __init__(self, module, names):
+        self.seen = {n: [] for n in names}
+        self.handles = [module.get_submodule(n).register_forward_hook(self._hook(n)) for n in names]
+
+    def _hook(self, name):
+        return lambda _m, _i, out: self.seen[name].append(_first_tensor(out).dtype)
+
+    def __enter__(self):
+        return self.seen
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+
+
+def _predict(model, scene, precision):
+    pred = GranularityPredictor(model, precision=precision, cache_size=1)
+    pred.set_image(scene.image)
+    r, c = scene.centers[0]
+    return pred.predict([[c, r]], [1], granularity=[0.2, 0.9], return_logits=True)
+
+
+def test_fp32_ignores_an_outer_autocast_bit_for_bit_and_bf16_differs(model, scene):
+    names = (ENCODER, DECODER)
+    with DtypeHooks(model.module, names) as seen:
+        plain = _predict(model, scene, "fp32")
+    assert set(seen[ENCODER]) == {torch.float32} and set(seen[DECODER]) == {torch.float32}
+    with DtypeHooks(model.module, names) as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+        wrapped = _predict(model, scene, "fp32")
+    assert set(seen[ENCODER]) == {torch.float32} and set(seen[DECODER]) == {torch.float32}
+    for a, b in zip(plain, wrapped):
+        np.testing.assert_array_equal(a, b)
+    with DtypeHooks(model.module, names) as seen:
+        half = _predict(model, scene, "bf16")
+    assert set(seen[ENCODER]) == {torch.bfloat16} and set(seen[DECODER]) == {torch.bfloat16}
+    assert half[0].dtype == np.float32 and np.isfinite(half[0]).all()
+    assert not np.array_equal(plain[0], half[0])
+    # "auto" is exactly one of the two, as devices.autocast_dtype says for this machine
+    auto = _predict(model, scene, "auto")
+    expected = half if autocast_dtype("cpu", "auto") == torch.bfloat16 else plain
+    np.testing.assert_array_equal(auto[0], expected[0])
+
+
+def test_embeddings_of_different_precisions_are_cached_apart(model, scene, tmp_path):
+    a = GranularityPredictor(model, precision="fp32", disk_cache_dir=tmp_path)
+    b = GranularityPredictor(model, precision="bf16", disk_cache_dir=tmp_path)
+    a.set_image(scene.image)
+    assert not b.is_cached(scene.image)
+    b.set_image(scene.image)
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    assert not torch.equal(a._features["image_embed"], b._features["image_embed"])
+
+
+def test_propagation_fp32_ignores_an_outer_autocast_and_bf16_runs_in_bf16(model):
+    stack, scenes = nested_cells_stack(n_slices=2, size=64)
+    r, c = scenes[1].centers[0]
+    prompt = ObjectPrompt(frame=1, points=[[c, r]], labels=[1])
+    names = (ENCODER, MEMORY, DECODER)
+    with DtypeHooks(model.module, names) as seen:
+        plain = propagate(model, stack, prompt, granularity=0.5, precision="fp32")
+    assert all(set(v) == {torch.float32} for v in seen.values()), seen
+    assert seen[MEMORY], "memory attention never ran"
+    with DtypeHooks(model.module, names) as seen, torch.autocast("cpu", dtype=torch.bfloat16):
+        wrapped = propagate(model, stack, prompt, granularity=0.5, precision="fp32")
+    assert all(set(v) == {torch.float32} for v in seen.values()), seen
+    np.testing.assert_array_equal(plain, wrapped)
+    with DtypeHooks(model.module, names) as seen:
+        propagate(model, stack, prompt, granularity=0.5, precision="bf16")
+    assert all(set(v) == {torch.bfloat16} for v in seen.values()), seen
+
+
+@pytest.mark.parametrize("bad", ["fp16", "FP32", None, 32])
+def test_unknown_precision_is_an_error(model, bad):
+    with pytest.raises(ValueError, match="precision=.* is not one of"):
+        GranularityPredictor(model, precision=bad)
+    with pytest.raises(ValueError, match="precision=.* is not one of"):
+        propagate(model, np.zeros((2, 32, 32), np.uint8), ObjectPrompt(frame=0, points=[[1, 1]]), precision=bad)
