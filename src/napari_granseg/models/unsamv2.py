@@ -18,6 +18,7 @@ Key layout = upstream's, so released checkpoints load unchanged (:func:`load_uns
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -36,7 +37,7 @@ from .lora import LoRALinear, inject_lora, merge_lora, merged_linear_weight
 __all__ = [
     "FourierGranularityEmbedder", "GranularityPromptEncoder", "GranularityMaskDecoder", "UnSAMv2Model",
     "build_unsamv2", "lora_target_names", "load_unsamv2_state_dict", "unsamv2_state_dict",
-    "UNSAMV2_OVERRIDES", "G_MIN", "G_MAX", "check_granularity",
+    "UNSAMV2_OVERRIDES", "G_MIN", "G_MAX", "check_granularity", "current_granularity",
 ]
 
 G_MIN, G_MAX = 0.1, 1.0
@@ -48,6 +49,22 @@ UNSAMV2_OVERRIDES = (
 )
 #: Leftover keys some released checkpoints carry; they are known and ignored.
 TOLERATED_PREFIXES = ("sam_prompt_encoder.granularity_round_embedding.",)
+
+
+#: The granularity SAM 2's own code paths use when they call the prompt encoder without one. A ContextVar,
+#: not a module attribute: each thread (and each asyncio task) sees its own value, so two predictions running
+#: at once (the napari preview worker and a batch job, say) cannot read each other's g. It is needed at all
+#: because SAM 2's video predictor (``track_step``) calls the prompt encoder with no granularity argument.
+_GRANULARITY: contextvars.ContextVar[float | torch.Tensor | None] = contextvars.ContextVar(
+    "unsamv2_granularity", default=None)
+
+
+def current_granularity() -> float | torch.Tensor | None:
+    """The granularity set by the innermost :meth:`UnSAMv2Model.granularity_context` of this thread/task.
+
+    ``None`` outside any context (no granularity token).
+    """
+    return _GRANULARITY.get()
 
 
 def check_granularity(values: Sequence[float] | torch.Tensor) -> None:
@@ -99,12 +116,10 @@ class FourierGranularityEmbedder(nn.Module):
 class GranularityPromptEncoder(PromptEncoder):
     """SAM 2's prompt encoder plus one granularity token.
 
-    ``granularity`` may be passed to ``forward``; when it is not, the value set with
-    :meth:`UnSAMv2Model.granularity_context` is used (SAM 2's own code paths, e.g. the video predictor,
-    call ``forward`` without it). ``None`` means no granularity token, as upstream.
+    ``granularity`` may be passed to ``forward``; when it is not, :func:`current_granularity` is used (the
+    value of the enclosing :meth:`UnSAMv2Model.granularity_context` in this thread; SAM 2's own code paths,
+    e.g. the video predictor, call ``forward`` without it). ``None`` means no granularity token, as upstream.
     """
-
-    granularity: float | torch.Tensor | None
 
     @classmethod
     def extend(cls, base: PromptEncoder, fourier_dim: int = 128, temperature: float = 100.0,
@@ -112,7 +127,6 @@ class GranularityPromptEncoder(PromptEncoder):
         base.__class__ = cls
         base.fourier_embedder = FourierGranularityEmbedder(base.embed_dim, fourier_dim, temperature, hidden_dim)
         base.granularity_embedding = nn.Embedding(1, base.embed_dim)
-        base.granularity = None
         return base
 
     def embed_granularity(self, granularity: float | torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -127,7 +141,7 @@ class GranularityPromptEncoder(PromptEncoder):
         return emb.unsqueeze(1)
 
     def forward(self, points, boxes, masks, granularity=None):
-        g = self.granularity if granularity is None else granularity
+        g = current_granularity() if granularity is None else granularity
         bs = self._get_batch_size(points, boxes, masks)
         if g is not None:
             g_numel = torch.as_tensor(g).numel()
@@ -231,7 +245,7 @@ class UnSAMv2Model(SAM2VideoPredictor):
 
     Being a ``SAM2VideoPredictor`` subclass, the same weights serve ``SAM2ImagePredictor``-style image
     prediction and z/t propagation; :meth:`granularity_context` sets g for SAM 2 code paths that do not
-    pass it explicitly.
+    pass it explicitly (scoped to the calling thread, see :func:`current_granularity`).
     """
 
     def __init__(self, *args, fourier_dim: int = 128, temperature: float = 100.0,
@@ -242,15 +256,18 @@ class UnSAMv2Model(SAM2VideoPredictor):
 
     @contextlib.contextmanager
     def granularity_context(self, granularity: float | torch.Tensor | None) -> Iterator[None]:
-        """Use ``granularity`` for every prompt-encoder call inside the block (video propagation)."""
+        """Use ``granularity`` for every prompt-encoder call inside the block (video propagation).
+
+        The value lives in a ``contextvars.ContextVar``: it holds for the calling thread only, nests, and is
+        restored on exit even when the block raises.
+        """
         if granularity is not None:
             check_granularity(granularity)
-        previous = self.sam_prompt_encoder.granularity
-        self.sam_prompt_encoder.granularity = granularity
+        token = _GRANULARITY.set(granularity)
         try:
             yield
         finally:
-            self.sam_prompt_encoder.granularity = previous
+            _GRANULARITY.reset(token)
 
 
 def lora_target_names(model: nn.Module) -> list[str]:
