@@ -13,7 +13,8 @@ What is added to SAM 2 (by subclassing its modules; their own weights and forwar
 - LoRA (rank 8, alpha 16) on the 28 q/k/v/out projections of the decoder's two-way transformer; merged
   exactly into the weights when a checkpoint is loaded for inference (see :mod:`.lora`).
 
-Key layout = upstream's, so released checkpoints load unchanged (:func:`load_unsamv2_state_dict`).
+Key layout = upstream's, so released checkpoints load unchanged (:func:`load_unsamv2_state_dict`). This
+module takes state dicts only; reading files is the loader's job (:mod:`napari_granseg.loading`).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from sam2.modeling.sam2_utils import MLP
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from ..checkpoints import check_keys, read_state_dict
+from ..checkpoints import check_keys, check_shapes
 from .builder import build_sam2_base
 from .lora import LoRALinear, inject_lora, merge_lora, merged_linear_weight
 
@@ -348,11 +349,13 @@ def load_unsamv2_state_dict(model: UnSAMv2Model, state: Mapping[str, torch.Tenso
             for p in ("weight", "bias"):
                 if f"{name}.{p}" in converted:
                     converted[f"{name}.original_layer.{p}"] = converted.pop(f"{name}.{p}")
+        check_shapes(model.state_dict(), converted, source, "unsamv2")
         missing, unexpected = model.load_state_dict(converted, strict=False)
         # LoRA factors absent from a plain checkpoint keep their initialisation (B = 0: no change)
         missing = [k for k in missing if not k.endswith((".lora_A", ".lora_B"))]
     else:
         converted, dropped = convert_upstream_state_dict(state, merge=True, lora_alpha=lora_alpha)
+        check_shapes(model.state_dict(), converted, source, "unsamv2")
         missing, unexpected = model.load_state_dict(converted, strict=False)
     check_keys(missing, unexpected, source, "unsamv2",
                hint="An UnSAMv2 checkpoint holds SAM 2 weights plus granularity modules "
@@ -360,11 +363,6 @@ def load_unsamv2_state_dict(model: UnSAMv2Model, state: Mapping[str, torch.Tenso
                     "checkpoint lacks them: load it with kind='sam2'. Check also that config matches "
                     "(UnSAMv2 uses configs/sam2.1/sam2.1_hiera_s.yaml).")
     return dropped
-
-
-def load_unsamv2_checkpoint(model: UnSAMv2Model, path: str | Path) -> list[str]:
-    """Read ``path`` safely and load it with :func:`load_unsamv2_state_dict`."""
-    return load_unsamv2_state_dict(model, read_state_dict(path, "UnSAMv2 checkpoint"), source=str(path))
 
 
 def unsamv2_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
