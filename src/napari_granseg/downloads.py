@@ -87,9 +87,8 @@ def manual_steps(spec: "ModelSpec", target: Path) -> str:
     links += list(spec.urls) + ([gdrive_url(spec.gdrive_id)] if spec.gdrive_id else [])
     where = " or ".join(links) if links else "its publisher"
     return (f"To install it by hand: download {where} in a browser (on Google Drive, confirm 'Download "
-            f"anyway'), save it as {target.name!r} in {target.parent} (full path: {target}; or set "
-            f"GRANSEG_CACHE_DIR to the folder holding it), or pass the file path to "
-            f"load_model(path, kind={spec.kind!r}).")
+            f"anyway') and put it at {target} (file name {target.name!r}; or set GRANSEG_CACHE_DIR to the "
+            f"folder holding it), or pass the file path to load_model(path, kind={spec.kind!r}).")
 
 
 def min_bytes(spec: "ModelSpec") -> int:
