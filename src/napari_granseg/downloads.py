@@ -169,7 +169,7 @@ def _fetch_hf(repo: str, filename: str, folder: Path, progress: bool) -> Path:
         shutil.copyfile(cached, copy)
         return copy
     if offline():
-        raise ModelDownloadError(f"not in the Hugging Face cache and GRANSEG_OFFLINE=1")
+        raise ModelDownloadError("not in the Hugging Face cache and GRANSEG_OFFLINE=1")
     endpoint = os.environ.get("HF_ENDPOINT") or None  # read now, not at import, so it can be set at run time
     return Path(hf_hub_download(repo, filename, local_dir=folder, endpoint=endpoint, etag_timeout=CONNECT_TIMEOUT))
 
