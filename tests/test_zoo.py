@@ -59,7 +59,7 @@ def test_offline_download_fails_fast_with_url_and_path(cache, monkeypatch):
 
 
 def test_unreachable_url_gives_the_manual_instructions(cache, monkeypatch):
-    spec = replace(zoo.ZOO["unsamv2"], urls=("http://127.0.0.1:9/unsamv2_ckpt.pt",))
+    spec = replace(zoo.ZOO["unsamv2"], urls=("http://127.0.0.1:9/unsamv2_ckpt.pt",), gdrive_id=None)
     monkeypatch.setitem(zoo.ZOO, "unsamv2", spec)
     with pytest.raises(zoo.ModelDownloadError, match="put it at .*unsamv2_ckpt.pt"):
         zoo.load_model("unsamv2")
@@ -70,7 +70,7 @@ def test_download_verifies_hash_and_is_atomic(cache, http_server, tiny_ckpt, mon
     root, base = http_server
     data = tiny_ckpt.read_bytes()
     (root / "m.pt").write_bytes(data)
-    good = replace(zoo.ZOO["unsamv2"], config=TINY, urls=(f"{base}/m.pt",),
+    good = replace(zoo.ZOO["unsamv2"], config=TINY, urls=(f"{base}/m.pt",), gdrive_id=None, size_mb=None,
                    sha256=hashlib.sha256(data).hexdigest())
     monkeypatch.setitem(zoo.ZOO, "unsamv2", good)
     model = zoo.load_model("unsamv2", device="cpu")

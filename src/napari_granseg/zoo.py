@@ -1,13 +1,16 @@
-"""The model zoo: named models, where their weights come from, where they are cached, and safe loading.
+"""The model zoo: named models, where their weights come from, where they are cached, and loading by name.
 
 - ``load_model("unsamv2-plus")`` finds the checkpoint in the cache (``GRANSEG_CACHE_DIR`` or the per-user
-  cache dir), downloads it when missing (progress bar, sha256 checked when known, atomic: pooch writes a
-  temporary file and moves it into place), and builds the model.
-- Offline, the error names the model, the URL and the exact path to put the file by hand. Files saved under
+  cache dir), downloads it when missing (:mod:`.downloads`: Google Drive through gdown, SAM 2 through the
+  Hugging Face hub, every payload checked before it enters the cache, its sha256 recorded and checked again
+  at each later load), and builds the model (:mod:`.loading`).
+- Offline, the error names the model, the URLs and the exact path to put the file by hand. Files saved under
   their upstream names (e.g. ``unsamv2_plus_ckpt.pt``) are found as they are: no renaming by hand.
 - ``load_model("file.pt", kind=..., config=...)`` loads a local checkpoint; ``load_model(None, kind=...)``
   builds random weights (tests).
 - With no real UnSAMv2 checkpoint present, :func:`default_model_name` falls back to the bundled demo model.
+- :func:`model_status` says, without loading, whether a zoo model's file is usable ("present") or what is
+  wrong with it (missing, a saved web page, changed since download).
 """
 from __future__ import annotations
 
@@ -21,26 +24,28 @@ from typing import Sequence
 
 import torch
 
-from .checkpoints import CheckpointError, read_state_dict, check_keys
+from .checkpoints import CheckpointError, sniff_format
 from .devices import resolve_device
+from .downloads import ModelDownloadError, download_checkpoint, min_bytes, verify_recorded
+from .loading import build_model
 from .models.loaded import LoadedModel
 
 __all__ = ["ModelSpec", "ZOO", "cache_dir", "checkpoint_path", "fetch_checkpoint", "load_model",
-           "default_model_name", "ModelDownloadError", "list_models", "KINDS"]
+           "default_model_name", "ModelDownloadError", "list_models", "KINDS", "model_status"]
 
 log = logging.getLogger(__name__)
 KINDS = ("unsamv2", "sam2", "sansa")
 _META = "https://dl.fbaipublicfiles.com/segment_anything_2"
-_GDRIVE = "https://drive.google.com/uc?export=download&id={}"
-
-
-class ModelDownloadError(RuntimeError):
-    """A checkpoint is not in the cache and could not be downloaded; the message says where to put it."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One zoo entry. ``filename`` is the name in the cache dir; ``aliases`` other names it is found under."""
+    """One zoo entry. ``filename`` is the name in the cache dir; ``aliases`` other names it is found under.
+
+    Sources, tried in this order: ``hf_repo`` (file ``hf_filename`` or ``filename``), ``urls``, ``gdrive_id``.
+    ``size_mb``: the file's size (published, or estimated from the parameter count: float32 weights); a
+    download smaller than 40% of it is refused. ``sha256``: the publisher's hash, where one is published.
+    """
 
     name: str
     kind: str
@@ -55,8 +60,11 @@ class ModelSpec:
     bundled: bool = False                # ships inside the package (demo models)
     description: str = ""
     overrides: tuple[str, ...] = field(default_factory=tuple)
+    gdrive_id: str | None = None
+    hf_filename: str | None = None
 
 
+_UNSAMV2_ID, _UNSAMV2_PLUS_ID = "1iYmYFeJxY4aI1lG5F2ZFL8tzzyGkCgX0", "1M56QN2CWfou7h5azxJvc_igmbQh9D2af"
 ZOO: dict[str, ModelSpec] = {s.name: s for s in [
     ModelSpec("sam2.1-hiera-tiny", "sam2", "configs/sam2.1/sam2.1_hiera_t.yaml", "sam2.1_hiera_tiny.pt",
               (f"{_META}/092824/sam2.1_hiera_tiny.pt",), size_mb=156, hf_repo="facebook/sam2.1-hiera-tiny",
@@ -74,20 +82,20 @@ ZOO: dict[str, ModelSpec] = {s.name: s for s in [
               (f"{_META}/072824/sam2_hiera_large.pt",), size_mb=898, hf_repo="facebook/sam2-hiera-large",
               description="Meta SAM 2.0 Hiera-L (SANSA's base)"),
     ModelSpec("unsamv2", "unsamv2", "configs/sam2.1/sam2.1_hiera_s.yaml", "unsamv2_ckpt.pt",
-              (_GDRIVE.format("1iYmYFeJxY4aI1lG5F2ZFL8tzzyGkCgX0"),), aliases=("unsamv2.pt", "UnSAMv2.pt"),
-              description="UnSAMv2 (SAM 2.1-S + granularity), Google Drive id 1iYmYFeJxY4aI1lG5F2ZFL8tzzyGkCgX0"),
+              gdrive_id=_UNSAMV2_ID, size_mb=186, aliases=("unsamv2.pt", "UnSAMv2.pt"),
+              description=f"UnSAMv2 (SAM 2.1-S + granularity), Google Drive id {_UNSAMV2_ID}"),
     ModelSpec("unsamv2-plus", "unsamv2", "configs/sam2.1/sam2.1_hiera_s.yaml", "unsamv2_plus_ckpt.pt",
-              (_GDRIVE.format("1M56QN2CWfou7h5azxJvc_igmbQh9D2af"),), aliases=("unsamv2+.pt", "UnSAMv2+.pt"),
-              description="UnSAMv2+ (more training data), Google Drive id 1M56QN2CWfou7h5azxJvc_igmbQh9D2af"),
+              gdrive_id=_UNSAMV2_PLUS_ID, size_mb=186, aliases=("unsamv2+.pt", "UnSAMv2+.pt"),
+              description=f"UnSAMv2+ (more training data), Google Drive id {_UNSAMV2_PLUS_ID}"),
     ModelSpec("sansa-universal", "sansa", "configs/sam2/sam2_hiera_l.yaml", "sansa_universal.pth",
-              ("https://github.com/ClaudiaCuttano/SANSA/releases/download/v1.0.0/sansa_universal.pth",
-               _GDRIVE.format("1nPOdRfMfo3MQRSi1qkPEri7Gl6FCEVHe")), base="sam2-hiera-large",
+              ("https://github.com/ClaudiaCuttano/SANSA/releases/download/v1.0.0/sansa_universal.pth",),
+              gdrive_id="1nPOdRfMfo3MQRSi1qkPEri7Gl6FCEVHe", size_mb=105, base="sam2-hiera-large",
               description="SANSA Universal adapters (any prompt, channel factor 0.8)"),
     ModelSpec("sansa-generalist", "sansa", "configs/sam2/sam2_hiera_l.yaml", "adapter_generalist.pth",
-              (_GDRIVE.format("1ks88lD2exj6GhtCVEK6aatvd1Pq2BBZq"),), base="sam2-hiera-large",
+              gdrive_id="1ks88lD2exj6GhtCVEK6aatvd1Pq2BBZq", size_mb=105, base="sam2-hiera-large",
               description="SANSA generalist adapters (channel factor 0.8)"),
     ModelSpec("sansa-fss1000", "sansa", "configs/sam2/sam2_hiera_l.yaml", "adapter_fss_fold0.pth",
-              (_GDRIVE.format("1Y_W3cL-qxK-J5-yCJk1fXBwNwrhod5RS"),), base="sam2-hiera-large",
+              gdrive_id="1Y_W3cL-qxK-J5-yCJk1fXBwNwrhod5RS", size_mb=40, base="sam2-hiera-large",
               description="SANSA FSS-1000 adapters (channel factor 0.3)"),
     ModelSpec("unsamv2-demo", "unsamv2", "granseg_tiny.yaml", "unsamv2_demo.pt", bundled=True,
               description="DEMO: tiny UnSAMv2 trained on the plugin's synthetic cells (not for real data)"),
@@ -127,8 +135,11 @@ def _find_existing(spec: ModelSpec) -> Path | None:
     return None
 
 
-def fetch_checkpoint(spec: ModelSpec | str, download: bool = True) -> Path:
-    """Return a local path to ``spec``'s checkpoint, downloading it if needed (and allowed)."""
+def fetch_checkpoint(spec: ModelSpec | str, download: bool = True, progress: bool = True) -> Path:
+    """Return a local path to ``spec``'s checkpoint, downloading it if needed (and allowed).
+
+    A file found in the cache is checked against its download record (or the published sha256) first.
+    """
     spec = ZOO[spec] if isinstance(spec, str) else spec
     if spec.bundled:
         path = checkpoint_path(spec)
@@ -139,34 +150,45 @@ def fetch_checkpoint(spec: ModelSpec | str, download: bool = True) -> Path:
         return path
     found = _find_existing(spec)
     if found is not None:
+        verify_recorded(found, spec.sha256)
         return found
     target = checkpoint_path(spec)
-    manual = (f"Download it on a machine with internet from {' or '.join(spec.urls) or spec.hf_repo} and put it at "
-              f"{target} (or set GRANSEG_CACHE_DIR to the folder holding it), or pass the file path to "
-              f"load_model(path, kind={spec.kind!r}).")
-    if not download or os.environ.get("GRANSEG_OFFLINE") == "1" or not spec.urls:
-        raise ModelDownloadError(f"checkpoint for model {spec.name!r} is not in {target.parent}. {manual}")
-    import pooch
+    if not download:
+        from .downloads import manual_steps
 
-    errors = []
-    for url in spec.urls:
-        try:
-            path = pooch.retrieve(url, known_hash=f"sha256:{spec.sha256}" if spec.sha256 else None,
-                                  fname=spec.filename, path=target.parent, progressbar=_has_tqdm(),
-                                  downloader=pooch.HTTPDownloader(progressbar=_has_tqdm(), timeout=30))
-            return Path(path)
-        except Exception as err:  # network errors, HTTP errors, hash mismatch
-            errors.append(f"{url}: {type(err).__name__}: {err}")
-    raise ModelDownloadError(f"could not download model {spec.name!r} ({'; '.join(errors)[:600]}). {manual}")
+        raise ModelDownloadError(f"checkpoint for model {spec.name!r} is not in {target.parent}. "
+                                 f"{manual_steps(spec, target)}")
+    return download_checkpoint(spec, target, progress=progress)
 
 
-def _has_tqdm() -> bool:
+def model_status(name: str) -> str:
+    """One line on a zoo model's checkpoint, without loading it.
+
+    ``"present"``, ``"missing"``, or what is wrong with the file found: ``"not a checkpoint (HTML page):
+    delete <path> ..."``, ``"not a checkpoint (...)"``, ``"incomplete ..."``, ``"hash mismatch: ..."``.
+    A SANSA entry whose SAM 2 base is missing says so.
+    """
+    spec = ZOO[name]
+    path = checkpoint_path(spec) if spec.bundled else _find_existing(spec)
+    if path is None or not path.is_file():
+        return "missing"
+    with open(path, "rb") as f:
+        kind = sniff_format(f.read(4096))
+    fix = f"delete {path} and download it again (load_model({spec.name!r})) or by hand"
+    if kind == "html":
+        return f"not a checkpoint (HTML page): {fix}"
+    if kind == "unknown":
+        return f"not a checkpoint (unknown format): {fix}"
+    size = path.stat().st_size
+    if not spec.bundled and spec.size_mb and size < min_bytes(spec):
+        return f"incomplete ({size} bytes, expected about {spec.size_mb:g} MB): {fix}"
     try:
-        import tqdm  # noqa: F401
-
-        return True
-    except ImportError:  # pragma: no cover
-        return False
+        verify_recorded(path, spec.sha256)
+    except CheckpointError:
+        return f"hash mismatch: {path} changed since it was downloaded; {fix}"
+    if spec.base and _find_existing(ZOO[spec.base]) is None:
+        return f"present (its SAM 2 base {spec.base!r} is missing)"
+    return "present"
 
 
 def default_model_name(kind: str = "unsamv2") -> str:
@@ -179,33 +201,6 @@ def default_model_name(kind: str = "unsamv2") -> str:
     log.warning("no %s checkpoint in %s: using the DEMO model (trained on synthetic data only). Download a "
                 "real one with napari_granseg.load_model(%r).", kind, cache_dir(), order[0])
     return f"{kind}-demo"
-
-
-def _build(kind: str, config: str, device: torch.device, overrides: Sequence[str] = ()) -> torch.nn.Module:
-    if kind == "unsamv2":
-        from .models.unsamv2 import build_unsamv2
-
-        return build_unsamv2(config, overrides=overrides, device="cpu")
-    if kind == "sam2":
-        from sam2.sam2_video_predictor import SAM2VideoPredictor
-
-        from .models.builder import build_sam2_base
-
-        return build_sam2_base(config, overrides, target=SAM2VideoPredictor)
-    raise ValueError(f"unknown model kind {kind!r}; use one of {KINDS}")
-
-
-def _load_weights(kind: str, module: torch.nn.Module, path: Path) -> None:
-    if kind == "unsamv2":
-        from .models.unsamv2 import load_unsamv2_checkpoint
-
-        load_unsamv2_checkpoint(module, path)
-        return
-    state = read_state_dict(path, "SAM 2 checkpoint")
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    hint = ("This looks like an UnSAMv2 checkpoint: load it with kind='unsamv2'."
-            if any("gra_token" in k or "fourier_embedder" in k for k in unexpected) else "")
-    check_keys(missing, unexpected, path, "sam2", hint=hint)
 
 
 def load_model(name_or_path: str | os.PathLike | None = None, kind: str | None = None, config: str | None = None,
@@ -244,15 +239,7 @@ def load_model(name_or_path: str | os.PathLike | None = None, kind: str | None =
     if config is None:
         config = {"unsamv2": "configs/sam2.1/sam2.1_hiera_s.yaml", "sam2": "configs/sam2.1/sam2.1_hiera_s.yaml",
                   "sansa": "configs/sam2/sam2_hiera_l.yaml"}[kind]
-    if kind == "sansa":
-        from .models.sansa import build_sansa_model
-
-        module = build_sansa_model(config=config, base_checkpoint=base_checkpoint, adapter_checkpoint=ckpt,
-                                   device="cpu", overrides=overrides)
-    else:
-        module = _build(kind, config, dev, overrides)
-        if ckpt is not None:
-            _load_weights(kind, module, ckpt)
+    module = build_model(kind, config, ckpt, base_checkpoint=base_checkpoint, overrides=overrides)
     module = module.to(dev).eval()
     name = spec.name if spec else (Path(ckpt).name if ckpt else f"random-{kind}")
     return LoadedModel(kind=kind, name=name, module=module, device=dev, config=str(config), checkpoint=ckpt,
@@ -274,3 +261,4 @@ def _recorded_automatic_defaults(checkpoint: Path | None) -> dict:
 
 # re-exported for callers that catch loading problems in one place
 CheckpointError = CheckpointError
+__all__ += ["CheckpointError"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from napari_granseg.checkpoints import CheckpointError, save_checkpoint
+from napari_granseg.checkpoints import CheckpointError, read_state_dict, save_checkpoint
+from napari_granseg.loading import load_sansa
 from napari_granseg.models.sansa import (AdaptedMultiScaleBlock, SansaModel, build_sansa_model, is_adapter_key,
                                          sansa_adapter_state_dict)
 
@@ -51,7 +52,7 @@ def test_hiera_l_adapter_file_loads_strictly_and_infers_factor(hiera_l_models, t
     _randomise_adapters(src, seed=int(cf * 10))
     state = {"module." + k: v for k, v in sansa_adapter_state_dict(src).items()}  # DDP prefix, as released files
     path = save_checkpoint(state, tmp_path / f"adapter_cf{cf}.pth", epoch=4)
-    loaded = build_sansa_model(HIERA_L, adapter_checkpoint=path)  # channel_factor inferred
+    loaded = load_sansa(HIERA_L, adapter_checkpoint=path)  # channel_factor inferred
     assert loaded.channel_factor == cf
     assert loaded.load_info["adapter_keys"] == 240 and not loaded.load_info["full_model_in_file"]
     for k, v in sansa_adapter_state_dict(src).items():
@@ -64,7 +65,7 @@ def test_base_checkpoint_object_score_keys_are_expected_leftovers(tmp_path):
 
     base = build_sam2_base(TINY, overrides=["++model.pred_obj_scores=true", "++model.pred_obj_scores_mlp=true"])
     path = save_checkpoint(base.state_dict(), tmp_path / "sam2_base.pt")
-    m = build_sansa_model(TINY, base_checkpoint=path)
+    m = load_sansa(TINY, base_checkpoint=path)
     left = m.load_info["base_leftover_keys"]
     assert left and all(("pred_obj_score_head" in k or "obj_score_token" in k or "no_obj_ptr" in k) for k in left)
     own = m.sam.state_dict()
@@ -77,16 +78,16 @@ def test_unusual_shapes_give_per_block_bottlenecks(tmp_path):
     src = SansaModel(build_sansa_model(TINY).sam, bottlenecks={2: 7, 3: 5, 4: 9})
     _randomise_adapters(src)
     path = save_checkpoint(sansa_adapter_state_dict(src), tmp_path / "odd.pth")
-    m = build_sansa_model(TINY, adapter_checkpoint=path)
+    m = load_sansa(TINY, adapter_checkpoint=path)
     assert m.channel_factor is None and m.bottlenecks == {2: 7, 3: 5, 4: 9}
 
 
 def test_tiny_factor_inference_and_mismatch(tmp_path):
     src = build_sansa_model(TINY, channel_factor=0.3)
     path = save_checkpoint(sansa_adapter_state_dict(src), tmp_path / "a.pth")
-    assert build_sansa_model(TINY, adapter_checkpoint=path).channel_factor == 0.3
+    assert load_sansa(TINY, adapter_checkpoint=path).channel_factor == 0.3
     with pytest.raises(CheckpointError, match="shape mismatch"):
-        build_sansa_model(TINY, adapter_checkpoint=path, channel_factor=0.8)
+        load_sansa(TINY, adapter_checkpoint=path, channel_factor=0.8)
 
 
 def test_zero_up_projection_leaves_sam2_features_unchanged():
@@ -121,20 +122,20 @@ def test_truncated_and_wrong_model_files_give_specific_errors(tmp_path):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated or corrupt"):
-        build_sansa_model(TINY, adapter_checkpoint=truncated)
+        load_sansa(TINY, adapter_checkpoint=truncated)
     # a plain SAM 2 checkpoint given as the adapter file
     sam_only = save_checkpoint({k: v for k, v in src.sam.state_dict().items() if not is_adapter_key(k)},
                                tmp_path / "sam2.pt")
     with pytest.raises(CheckpointError, match="no SANSA adapter weights.*plain SAM 2 checkpoint"):
-        build_sansa_model(TINY, adapter_checkpoint=sam_only)
+        load_sansa(TINY, adapter_checkpoint=sam_only)
     # adapters of another model (Hiera-L block numbers) into the tiny config
     other = {f"sam.image_encoder.trunk.blocks.{i}.adapter.down_proj.weight": torch.zeros(4, 4) for i in (8, 9)}
     with pytest.raises(CheckpointError, match="do not fit this model"):
-        build_sansa_model(TINY, adapter_checkpoint=save_checkpoint(other, tmp_path / "other.pth"))
+        load_sansa(TINY, adapter_checkpoint=save_checkpoint(other, tmp_path / "other.pth"))
     # a file with adapters plus unknown keys
     bad = dict(sansa_adapter_state_dict(src), **{"sam.something_else.weight": torch.zeros(1)})
     with pytest.raises(CheckpointError, match="unexpected keys"):
-        build_sansa_model(TINY, adapter_checkpoint=save_checkpoint(bad, tmp_path / "bad.pth"))
+        load_sansa(TINY, adapter_checkpoint=save_checkpoint(bad, tmp_path / "bad.pth"))
 
 
 def test_full_model_file_reloads_as_adapter_file_and_as_base(tmp_path):
@@ -142,6 +143,22 @@ def test_full_model_file_reloads_as_adapter_file_and_as_base(tmp_path):
     _randomise_adapters(src)
     full = save_checkpoint(src.state_dict(), tmp_path / "full.pt")
     for kw in ({"adapter_checkpoint": full}, {"adapter_checkpoint": full, "base_checkpoint": full}):
-        m = build_sansa_model(TINY, **kw)
+        m = load_sansa(TINY, **kw)
         for k, v in src.state_dict().items():
             assert torch.equal(m.state_dict()[k], v), k
+
+
+def test_state_dicts_build_the_same_model_as_files(tmp_path):
+    """The model takes state dicts; the loader reads files: both give identical weights."""
+    src = build_sansa_model(TINY, channel_factor=0.3)
+    _randomise_adapters(src, seed=5)
+    adapters = save_checkpoint(sansa_adapter_state_dict(src), tmp_path / "adapters.pth")
+    base = save_checkpoint({k[4:]: v for k, v in src.state_dict().items() if not is_adapter_key(k[4:])},
+                           tmp_path / "base.pt")
+    from_files = load_sansa(TINY, base_checkpoint=base, adapter_checkpoint=adapters)
+    from_states = build_sansa_model(TINY, base_state=read_state_dict(base), adapter_state=read_state_dict(adapters))
+    assert from_files.channel_factor == from_states.channel_factor == 0.3
+    assert from_files.load_info["adapter_checkpoint"] == str(adapters)
+    for k, v in src.state_dict().items():
+        assert torch.equal(from_files.state_dict()[k], v), k
+        assert torch.equal(from_states.state_dict()[k], v), k

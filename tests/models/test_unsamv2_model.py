@@ -147,3 +147,47 @@ def test_unknown_key_and_missing_key_errors_name_the_keys(tmp_path):
     missing = save_checkpoint(state, tmp_path / "missing.pt")
     with pytest.raises(CheckpointError, match="missing keys.*gra_token"):
         load_model(missing, kind="unsamv2", config=TINY)
+
+
+def test_granularity_context_is_per_thread_and_not_a_module_attribute():
+    """Two threads in different granularity contexts decode at the same time: each sees its own g.
+
+    The barrier makes the interleaving fixed: both threads have entered their context before either
+    decodes, so a value shared between threads would give one of them the other's g.
+    """
+    import threading
+
+    from napari_granseg.models.unsamv2 import current_granularity
+
+    model = build_unsamv2(TINY)
+    pe = model.sam_prompt_encoder
+    assert not hasattr(pe, "granularity")
+    pts = (torch.tensor([[[10.0, 20.0]]]), torch.tensor([[1]]))
+    barrier = threading.Barrier(2, timeout=30)
+    results: dict[float, tuple] = {}
+
+    def decode(g: float) -> None:
+        with torch.no_grad(), model.granularity_context(g):
+            barrier.wait()  # both contexts are set now
+            sparse, _ = pe(points=pts, boxes=None, masks=None)  # no granularity argument: the scoped value
+            seen = current_granularity()
+            barrier.wait()  # neither leaves its context before both have decoded
+        results[g] = (sparse[0, 2].clone(), seen)
+
+    threads = [threading.Thread(target=decode, args=(g,)) for g in (0.2, 0.9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == [0.2, 0.9]
+    with torch.no_grad():
+        for g, (token, seen) in results.items():
+            assert seen == g
+            torch.testing.assert_close(token, pe.embed_granularity(g, 1)[0, 0], rtol=0, atol=0)
+        assert not torch.equal(results[0.2][0], results[0.9][0])
+    assert current_granularity() is None  # nothing leaks out of the contexts
+    with model.granularity_context(0.5):
+        with model.granularity_context(0.3):
+            assert current_granularity() == 0.3
+        assert current_granularity() == 0.5
+    assert current_granularity() is None

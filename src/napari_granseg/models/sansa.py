@@ -14,12 +14,14 @@ Layout (must match the released checkpoints):
 - Block: ``x = x + drop_path(mlp(norm2(x))) + adapter(x)``; the adapter reads the residual stream after
   attention. We extend Meta's ``MultiScaleBlock`` by swapping each adapted block's class to
   :class:`AdaptedMultiScaleBlock`; sam2's files are not copied.
+
+This module takes state dicts only; reading checkpoint files is the loader's job
+(:func:`napari_granseg.loading.load_sansa`).
 """
 from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
 from typing import Mapping, Sequence
 
 import torch
@@ -27,11 +29,12 @@ import torch.nn as nn
 from sam2.modeling.backbones.hieradet import MultiScaleBlock, do_pool
 from sam2.modeling.backbones.utils import window_partition, window_unpartition
 
-from ..checkpoints import CheckpointError, check_keys, read_state_dict
+from ..checkpoints import CheckpointError, check_keys
 
 __all__ = [
     "SAM20_OVERRIDES", "SANSA_CHANNEL_FACTORS", "Adapter", "AdaptedMultiScaleBlock", "SansaModel",
-    "build_sansa_model", "sansa_adapter_state_dict", "load_sansa_adapters", "load_sansa_base",
+    "build_sansa_model", "sansa_adapter_state_dict", "load_sansa_adapters", "load_sansa_base_state",
+    "sansa_adapter_state",
     "infer_bottlenecks", "adapted_block_indices", "is_adapter_key",
 ]
 
@@ -202,14 +205,14 @@ def sansa_adapter_state_dict(model: SansaModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if is_adapter_key(k)}
 
 
-def load_sansa_base(model_sam: nn.Module, path: str | Path) -> dict:
+def load_sansa_base_state(model_sam: nn.Module, state: Mapping[str, torch.Tensor],
+                          source: str = "<base state dict>") -> dict:
     """Load SAM 2 base weights into ``model_sam`` (before adapters are attached).
 
-    Accepts Meta's checkpoint (``{'model': ...}``) or a full SANSA state dict (keys ``sam.*``, as our trainer
-    saves from-scratch tiny models). Object-score weights (absent with SAM 2.0 overrides) and adapter keys
-    are set aside and reported; any other mismatch raises :class:`CheckpointError`.
+    Accepts Meta's SAM 2 state dict or a full SANSA state dict (keys ``sam.*``, as our trainer saves
+    from-scratch tiny models). Object-score weights (absent with SAM 2.0 overrides) and adapter keys are set
+    aside and reported; any other mismatch raises :class:`CheckpointError`.
     """
-    state = read_state_dict(path, "SAM 2 base checkpoint")
     if any(k.startswith("sam.") for k in state):
         state = {k[len("sam."):]: v for k, v in state.items() if k.startswith("sam.")}
     adapters = sorted(k for k in state if is_adapter_key(k))
@@ -220,18 +223,20 @@ def load_sansa_base(model_sam: nn.Module, path: str | Path) -> dict:
     shape_bad = sorted(k for k in state if k in own and own[k].shape != state[k].shape)
     if shape_bad:
         raise CheckpointError(
-            f"SAM 2 base checkpoint {path} has tensors of other shapes than config's model, e.g. "
+            f"SAM 2 base checkpoint {source} has tensors of other shapes than config's model, e.g. "
             f"{[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in shape_bad[:5]]}. SANSA's base is SAM 2.0 "
             f"Hiera-L (sam2_hiera_large.pt) with config 'configs/sam2/sam2_hiera_l.yaml'.")
     missing, unexpected = model_sam.load_state_dict(state, strict=False)
-    check_keys(missing, unexpected, path, "sansa (SAM 2 base)",
+    check_keys(missing, unexpected, source, "sansa (SAM 2 base)",
                hint="SANSA needs the SAM 2.0 Hiera-L checkpoint sam2_hiera_large.pt with config "
                     "'configs/sam2/sam2_hiera_l.yaml' (the model zoo name is 'sam2-hiera-large').")
-    return {"base_checkpoint": str(path), "base_leftover_keys": leftovers, "base_adapter_keys_ignored": adapters}
+    return {"base_checkpoint": str(source), "base_leftover_keys": leftovers, "base_adapter_keys_ignored": adapters}
 
 
-def _adapter_state(path: str | Path) -> dict[str, torch.Tensor]:
-    state = read_state_dict(path, "SANSA adapter checkpoint")
+def sansa_adapter_state(state: Mapping[str, torch.Tensor], source: str = "<adapter state dict>"
+                        ) -> dict[str, torch.Tensor]:
+    """``state`` with every key under ``sam.``; :class:`CheckpointError` when it holds no adapters at all
+    (saying what the file looks like instead: UnSAMv2, plain SAM 2)."""
     if not any(is_adapter_key(k) for k in state):
         hint = ""
         if any("gra_token" in k or "fourier_embedder" in k for k in state):
@@ -240,35 +245,35 @@ def _adapter_state(path: str | Path) -> dict[str, torch.Tensor]:
             hint = (" It looks like a plain SAM 2 checkpoint: pass it as base_checkpoint= and give the SANSA "
                     "adapter file (e.g. sansa_universal.pth, adapter_fss_fold0.pth) as the model path.")
         raise CheckpointError(
-            f"{path} holds no SANSA adapter weights (keys like 'sam.image_encoder.trunk.blocks.8.adapter."
+            f"{source} holds no SANSA adapter weights (keys like 'sam.image_encoder.trunk.blocks.8.adapter."
             f"down_proj.weight'; found e.g. {sorted(state)[:3]}).{hint}")
     return {("sam." + k if not k.startswith("sam.") else k): v for k, v in state.items()}
 
 
-def load_sansa_adapters(model: SansaModel, path: str | Path,
-                        state: Mapping[str, torch.Tensor] | None = None) -> dict:
-    """Load an adapter checkpoint (upstream layout) into ``model``; every key must be accounted for.
+def load_sansa_adapters(model: SansaModel, state: Mapping[str, torch.Tensor],
+                        source: str = "<adapter state dict>") -> dict:
+    """Load adapter weights (upstream layout) into ``model``; every key must be accounted for.
 
-    A file that also holds non-adapter ``sam.*`` weights (a from-scratch tiny model saved whole by the
+    A state that also holds non-adapter ``sam.*`` weights (a from-scratch tiny model saved whole by the
     trainer) loads them too. Missing adapters, unknown keys or wrong shapes raise :class:`CheckpointError`.
     """
-    state = dict(state) if state is not None else _adapter_state(path)
+    state = sansa_adapter_state(state, source)
     own = model.state_dict()
     unexpected = sorted(k for k in state if k not in own)
     ours = {k for k in own if is_adapter_key(k)}
     missing = sorted(ours - set(state))
-    check_keys(missing, unexpected, path, "sansa",
+    check_keys(missing, unexpected, source, "sansa",
                hint="Adapters must match the config (Hiera-L: blocks 8..47) and the channel factor; "
                     "channel_factor=None infers it from the file.")
     bad = sorted(k for k in state if own[k].shape != state[k].shape)
     if bad:
         raise CheckpointError(
-            f"SANSA checkpoint {path} does not fit the model: shape mismatch for {len(bad)} tensors, e.g. "
+            f"SANSA checkpoint {source} does not fit the model: shape mismatch for {len(bad)} tensors, e.g. "
             f"{[(k, tuple(state[k].shape), tuple(own[k].shape)) for k in bad[:3]]}. Pass channel_factor=None "
             f"to infer the adapter size from the file, and check the config.")
     model.load_state_dict(state, strict=False)
     full = len(state) > len(ours)
-    return {"adapter_checkpoint": str(path), "adapter_keys": len(ours), "full_model_in_file": full}
+    return {"adapter_checkpoint": str(source), "adapter_keys": len(ours), "full_model_in_file": full}
 
 
 def _factor_from(bottlenecks: Mapping[int, int], trunk: nn.Module) -> float | None:
@@ -280,26 +285,30 @@ def _factor_from(bottlenecks: Mapping[int, int], trunk: nn.Module) -> float | No
     return None
 
 
-def build_sansa_model(config: str = "configs/sam2/sam2_hiera_l.yaml", base_checkpoint: str | Path | None = None,
-                      adapter_checkpoint: str | Path | None = None, channel_factor: float | None = None,
-                      device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> SansaModel:
+def build_sansa_model(config: str = "configs/sam2/sam2_hiera_l.yaml",
+                      base_state: Mapping[str, torch.Tensor] | None = None,
+                      adapter_state: Mapping[str, torch.Tensor] | None = None, channel_factor: float | None = None,
+                      device: str | torch.device = "cpu", overrides: Sequence[str] = (),
+                      base_source: str = "<base state dict>", adapter_source: str = "<adapter state dict>"
+                      ) -> SansaModel:
     """Build SANSA: SAM 2.0 (object scores off) from ``config``, base weights, then adapters.
 
-    - ``base_checkpoint`` None: random base weights (tests); else Meta's SAM 2.0 checkpoint (object-score
-      keys dropped, listed in ``model.load_info``), or a full SANSA file saved by our trainer.
-    - ``channel_factor`` None: inferred from ``adapter_checkpoint``'s shapes (0.3 or 0.8; other shapes give
-      per-block bottlenecks), 0.8 without a checkpoint.
+    - ``base_state`` None: random base weights (tests); else Meta's SAM 2.0 state dict (object-score keys
+      dropped, listed in ``model.load_info``), or a full SANSA state dict saved by our trainer.
+    - ``channel_factor`` None: inferred from ``adapter_state``'s shapes (0.3 or 0.8; other shapes give
+      per-block bottlenecks), 0.8 without adapter weights.
+    - ``base_source`` / ``adapter_source``: where the states came from, for messages and ``load_info``.
+    Files are read by :func:`napari_granseg.loading.load_sansa`.
     """
     from .builder import build_sam2_base
 
     sam = build_sam2_base(config, overrides=[*SAM20_OVERRIDES, *overrides], device="cpu")
     info: dict = {}
-    if base_checkpoint is not None:
-        info.update(load_sansa_base(sam, base_checkpoint))
-    adapter_state = None
+    if base_state is not None:
+        info.update(load_sansa_base_state(sam, base_state, base_source))
     bottlenecks = None
-    if adapter_checkpoint is not None:
-        adapter_state = _adapter_state(adapter_checkpoint)
+    if adapter_state is not None:
+        adapter_state = sansa_adapter_state(adapter_state, adapter_source)
         if channel_factor is None:
             found = infer_bottlenecks(adapter_state)
             channel_factor = _factor_from(found, sam.image_encoder.trunk)
@@ -308,8 +317,8 @@ def build_sansa_model(config: str = "configs/sam2/sam2_hiera_l.yaml", base_check
     if channel_factor is None and bottlenecks is None:
         channel_factor = 0.8
     model = SansaModel(sam, channel_factor=channel_factor, bottlenecks=bottlenecks)
-    if adapter_checkpoint is not None:
-        info.update(load_sansa_adapters(model, adapter_checkpoint, adapter_state))
+    if adapter_state is not None:
+        info.update(load_sansa_adapters(model, adapter_state, adapter_source))
         info["channel_factor"] = channel_factor
     model.load_info = info
     return model.to(device).eval()

@@ -13,11 +13,13 @@ What is added to SAM 2 (by subclassing its modules; their own weights and forwar
 - LoRA (rank 8, alpha 16) on the 28 q/k/v/out projections of the decoder's two-way transformer; merged
   exactly into the weights when a checkpoint is loaded for inference (see :mod:`.lora`).
 
-Key layout = upstream's, so released checkpoints load unchanged (:func:`load_unsamv2_state_dict`).
+Key layout = upstream's, so released checkpoints load unchanged (:func:`load_unsamv2_state_dict`). This
+module takes state dicts only; reading files is the loader's job (:mod:`napari_granseg.loading`).
 """
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from pathlib import Path
 from typing import Iterator, Mapping, Sequence
 
@@ -29,14 +31,14 @@ from sam2.modeling.sam.prompt_encoder import PromptEncoder
 from sam2.modeling.sam2_utils import MLP
 from sam2.sam2_video_predictor import SAM2VideoPredictor
 
-from ..checkpoints import check_keys, read_state_dict
+from ..checkpoints import check_keys, check_shapes
 from .builder import build_sam2_base
 from .lora import LoRALinear, inject_lora, merge_lora, merged_linear_weight
 
 __all__ = [
     "FourierGranularityEmbedder", "GranularityPromptEncoder", "GranularityMaskDecoder", "UnSAMv2Model",
     "build_unsamv2", "lora_target_names", "load_unsamv2_state_dict", "unsamv2_state_dict",
-    "UNSAMV2_OVERRIDES", "G_MIN", "G_MAX", "check_granularity",
+    "UNSAMV2_OVERRIDES", "G_MIN", "G_MAX", "check_granularity", "current_granularity",
 ]
 
 G_MIN, G_MAX = 0.1, 1.0
@@ -48,6 +50,22 @@ UNSAMV2_OVERRIDES = (
 )
 #: Leftover keys some released checkpoints carry; they are known and ignored.
 TOLERATED_PREFIXES = ("sam_prompt_encoder.granularity_round_embedding.",)
+
+
+#: The granularity SAM 2's own code paths use when they call the prompt encoder without one. A ContextVar,
+#: not a module attribute: each thread (and each asyncio task) sees its own value, so two predictions running
+#: at once (the napari preview worker and a batch job, say) cannot read each other's g. It is needed at all
+#: because SAM 2's video predictor (``track_step``) calls the prompt encoder with no granularity argument.
+_GRANULARITY: contextvars.ContextVar[float | torch.Tensor | None] = contextvars.ContextVar(
+    "unsamv2_granularity", default=None)
+
+
+def current_granularity() -> float | torch.Tensor | None:
+    """The granularity set by the innermost :meth:`UnSAMv2Model.granularity_context` of this thread/task.
+
+    ``None`` outside any context (no granularity token).
+    """
+    return _GRANULARITY.get()
 
 
 def check_granularity(values: Sequence[float] | torch.Tensor) -> None:
@@ -99,12 +117,10 @@ class FourierGranularityEmbedder(nn.Module):
 class GranularityPromptEncoder(PromptEncoder):
     """SAM 2's prompt encoder plus one granularity token.
 
-    ``granularity`` may be passed to ``forward``; when it is not, the value set with
-    :meth:`UnSAMv2Model.granularity_context` is used (SAM 2's own code paths, e.g. the video predictor,
-    call ``forward`` without it). ``None`` means no granularity token, as upstream.
+    ``granularity`` may be passed to ``forward``; when it is not, :func:`current_granularity` is used (the
+    value of the enclosing :meth:`UnSAMv2Model.granularity_context` in this thread; SAM 2's own code paths,
+    e.g. the video predictor, call ``forward`` without it). ``None`` means no granularity token, as upstream.
     """
-
-    granularity: float | torch.Tensor | None
 
     @classmethod
     def extend(cls, base: PromptEncoder, fourier_dim: int = 128, temperature: float = 100.0,
@@ -112,7 +128,6 @@ class GranularityPromptEncoder(PromptEncoder):
         base.__class__ = cls
         base.fourier_embedder = FourierGranularityEmbedder(base.embed_dim, fourier_dim, temperature, hidden_dim)
         base.granularity_embedding = nn.Embedding(1, base.embed_dim)
-        base.granularity = None
         return base
 
     def embed_granularity(self, granularity: float | torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -127,7 +142,7 @@ class GranularityPromptEncoder(PromptEncoder):
         return emb.unsqueeze(1)
 
     def forward(self, points, boxes, masks, granularity=None):
-        g = self.granularity if granularity is None else granularity
+        g = current_granularity() if granularity is None else granularity
         bs = self._get_batch_size(points, boxes, masks)
         if g is not None:
             g_numel = torch.as_tensor(g).numel()
@@ -231,7 +246,7 @@ class UnSAMv2Model(SAM2VideoPredictor):
 
     Being a ``SAM2VideoPredictor`` subclass, the same weights serve ``SAM2ImagePredictor``-style image
     prediction and z/t propagation; :meth:`granularity_context` sets g for SAM 2 code paths that do not
-    pass it explicitly.
+    pass it explicitly (scoped to the calling thread, see :func:`current_granularity`).
     """
 
     def __init__(self, *args, fourier_dim: int = 128, temperature: float = 100.0,
@@ -242,15 +257,18 @@ class UnSAMv2Model(SAM2VideoPredictor):
 
     @contextlib.contextmanager
     def granularity_context(self, granularity: float | torch.Tensor | None) -> Iterator[None]:
-        """Use ``granularity`` for every prompt-encoder call inside the block (video propagation)."""
+        """Use ``granularity`` for every prompt-encoder call inside the block (video propagation).
+
+        The value lives in a ``contextvars.ContextVar``: it holds for the calling thread only, nests, and is
+        restored on exit even when the block raises.
+        """
         if granularity is not None:
             check_granularity(granularity)
-        previous = self.sam_prompt_encoder.granularity
-        self.sam_prompt_encoder.granularity = granularity
+        token = _GRANULARITY.set(granularity)
         try:
             yield
         finally:
-            self.sam_prompt_encoder.granularity = previous
+            _GRANULARITY.reset(token)
 
 
 def lora_target_names(model: nn.Module) -> list[str]:
@@ -331,11 +349,13 @@ def load_unsamv2_state_dict(model: UnSAMv2Model, state: Mapping[str, torch.Tenso
             for p in ("weight", "bias"):
                 if f"{name}.{p}" in converted:
                     converted[f"{name}.original_layer.{p}"] = converted.pop(f"{name}.{p}")
+        check_shapes(model.state_dict(), converted, source, "unsamv2")
         missing, unexpected = model.load_state_dict(converted, strict=False)
         # LoRA factors absent from a plain checkpoint keep their initialisation (B = 0: no change)
         missing = [k for k in missing if not k.endswith((".lora_A", ".lora_B"))]
     else:
         converted, dropped = convert_upstream_state_dict(state, merge=True, lora_alpha=lora_alpha)
+        check_shapes(model.state_dict(), converted, source, "unsamv2")
         missing, unexpected = model.load_state_dict(converted, strict=False)
     check_keys(missing, unexpected, source, "unsamv2",
                hint="An UnSAMv2 checkpoint holds SAM 2 weights plus granularity modules "
@@ -343,11 +363,6 @@ def load_unsamv2_state_dict(model: UnSAMv2Model, state: Mapping[str, torch.Tenso
                     "checkpoint lacks them: load it with kind='sam2'. Check also that config matches "
                     "(UnSAMv2 uses configs/sam2.1/sam2.1_hiera_s.yaml).")
     return dropped
-
-
-def load_unsamv2_checkpoint(model: UnSAMv2Model, path: str | Path) -> list[str]:
-    """Read ``path`` safely and load it with :func:`load_unsamv2_state_dict`."""
-    return load_unsamv2_state_dict(model, read_state_dict(path, "UnSAMv2 checkpoint"), source=str(path))
 
 
 def unsamv2_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
