@@ -6,7 +6,7 @@ reference 0 and averages the banks' logits. This compares, on the same weights, 
 
 - ``single``: all k references in one memory (the official episode; identical to ``banks`` for k <= 7);
 - ``banks``: the engine (mean of the banks' logits);
-- ``banks_prob``: the alternative fusion, mean of the banks' probabilities.
+- ``banks_prob``: the alternative fusion, mean of the banks' probabilities (each upsampled to the image).
 
 Data: synthetic discs (class 1) vs triangles (class 2), uint16 scenes; class-wise mIoU (intersections and
 unions summed per class over all targets, then averaged over the classes), as SANSA evaluates.
@@ -36,7 +36,7 @@ def _prefix(memory: dict, k: int) -> dict:
 
 
 @torch.inference_mode()
-def _logits(fs, feats, memory: dict, k: int) -> dict[str, torch.Tensor]:
+def _masks(fs, feats, memory: dict, k: int, shape) -> dict[str, np.ndarray]:
     from napari_granseg.engine.episode import memory_banks, segment_with_banks, target_step
 
     sam = fs.sam
@@ -46,8 +46,8 @@ def _logits(fs, feats, memory: dict, k: int) -> dict[str, torch.Tensor]:
         single = target_step(sam, feats, sub, frame_idx=k, num_frames=k + 1)["pred_masks"]
         fused = segment_with_banks(sam, feats, banks)
         per_bank = [target_step(sam, feats, b, frame_idx=n, num_frames=n + 1)["pred_masks"] for b, n in banks]
-    prob = torch.stack([torch.sigmoid(x.float()) for x in per_bank]).mean(0).clamp(1e-6, 1 - 1e-6)
-    return {"single": single, "banks": fused, "banks_prob": torch.log(prob / (1 - prob))}
+    prob = np.mean([fs.readout(x, shape).probability for x in per_bank], axis=0)
+    return {"single": fs.readout(single, shape).mask, "banks": fs.readout(fused, shape).mask, "banks_prob": prob > 0.5}
 
 
 def main(argv=None) -> list[dict]:
@@ -58,6 +58,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--sets", type=int, default=4, help="reference sets per class")
     p.add_argument("--targets", type=int, default=6, help="targets per reference set")
     p.add_argument("--size", type=int, default=128)
+    p.add_argument("--objects", type=int, default=3, help="objects per scene (more: harder)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=4242)
     p.add_argument("--out", default=None)
@@ -78,17 +79,16 @@ def main(argv=None) -> list[dict]:
         for _ in range(args.sets):
             fs = FewShotSegmenter(model, image_size=None, precision="fp32")
             for _ in range(kmax):
-                img, lab = shapes_scene(size=args.size, n_objects=3, rng=rng)
+                img, lab = shapes_scene(size=args.size, n_objects=args.objects, rng=rng)
                 fs.add_reference(img, mask=lab == cls)
             memory = fs.memory()
             for _ in range(args.targets):
-                img, lab = shapes_scene(size=args.size, n_objects=3, rng=rng)
+                img, lab = shapes_scene(size=args.size, n_objects=args.objects, rng=rng)
                 tensor, shape = fs.prepare(img)
                 feats = fs.encode(tensor)
                 truth = lab == cls
                 for k in args.refs:
-                    for m, logits in _logits(fs, feats, memory, k).items():
-                        pred = fs.readout(logits, shape).mask
+                    for m, pred in _masks(fs, feats, memory, k, shape).items():
                         inter[m, k, cls] += int((pred & truth).sum())
                         union[m, k, cls] += int((pred | truth).sum())
     rows, capacity = [], int(model.module.sam.num_maskmem) - 1
@@ -98,10 +98,10 @@ def main(argv=None) -> list[dict]:
             row[f"mIoU_{m}"] = float(np.mean([inter[m, k, c] / max(1, union[m, k, c]) for c in (1, 2)]))
         rows.append(row)
     print(f"\nFew-shot mIoU vs number of references, {Path(ckpt).name}, {args.sets} sets x {args.targets} targets "
-          f"per class, {args.size} px discs/triangles, fp32\n")
+          f"per class, {args.size} px discs/triangles, {args.objects} objects per scene, fp32\n")
     write_report("fewshot_references", rows, ["references", "banks"] + [f"mIoU_{m}" for m in METHODS], args.out,
                  {"checkpoint": Path(ckpt).name, "sets": args.sets, "targets": args.targets, "size": args.size,
-                  "seed": args.seed})
+                  "objects": args.objects, "seed": args.seed})
     return rows
 
 
