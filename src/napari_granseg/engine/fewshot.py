@@ -125,12 +125,14 @@ class FewShotSegmenter:
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
         """(model input (1, 3, S, S), (H, W)) of one image (``engine.fewshot_input.preprocess_image``)."""
         image = check_image(image)
-        tensor = preprocess_image(image, self.model_size, self.image_size, self.device, self.intensity_range)
+        with precision_context(self.device, "fp32"):  # input is float32 whatever autocast the caller runs
+            tensor = preprocess_image(image, self.model_size, self.image_size, self.device, self.intensity_range)
         return tensor, tuple(image.shape[:2])
 
     def readout(self, low_res: torch.Tensor, shape: tuple[int, int]) -> FewShotResult:
         """Low-res logits (1, 1, h, w) -> :class:`FewShotResult` at ``shape`` (mask = sigmoid > 0.5)."""
-        prob = torch.sigmoid(upsample_logits(low_res, shape, self.image_size))
+        with precision_context(self.device, "fp32"):
+            prob = torch.sigmoid(upsample_logits(low_res, shape, self.image_size))
         return FewShotResult(mask=(prob > 0.5).cpu().numpy(), logits=low_res[0, 0].float().cpu().numpy(),
                              probability=prob.cpu().numpy().astype(np.float32))
 
