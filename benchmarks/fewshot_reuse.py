@@ -1,5 +1,6 @@
 """Few-shot series: reused reference memory (FewShotSegmenter.segment) vs upstream's per-target episode
-(references re-encoded for every target, segment_episode_reference), same weights, same run.
+(references re-encoded for every target, granseg_training.sansa.episodes.segment_episode_reference), same
+weights, same run.
 
 Reports per-target time, speed-up (target: >= (k+1)/1.2 x) and peak memory (psutil RSS growth on CPU,
 torch.cuda.max_memory_allocated on GPU) for k = 1 and 5 references over a 20-slice series.
@@ -53,12 +54,13 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
-                   help="auto: bf16 autocast on CUDA, fp32 elsewhere (the engine's default); both paths alike")
+                   help="the engine's precision setting (napari_granseg.devices); both paths alike")
     p.add_argument("--out", default="benchmarks/results/fewshot_reuse.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
+    from granseg_training.sansa.episodes import segment_episode_reference
     from napari_granseg.engine.fewshot import FewShotSegmenter
     from napari_granseg.models.sansa import build_sansa_model
     from napari_granseg.synthetic import shapes_scene
@@ -72,22 +74,21 @@ def main(argv=None) -> dict:
     series = [shapes_scene(size=args.size, n_objects=4, rng=rng) for _ in range(args.slices)]
     rows = []
     for k in args.refs:
-        autocast = {"auto": None, "fp32": False, "bf16": True}[args.precision]
-        fs = FewShotSegmenter(model, image_size=args.image_size or None, autocast=autocast)
+        fs = FewShotSegmenter(model, image_size=args.image_size or None, precision=args.precision)
         for img, lab in series[:k]:
             fs.add_reference(img, mask=lab == 1)
         targets = [s[0] for s in series[k:]]
         fs.segment(targets[0])
-        fs.segment_episode_reference(targets[0], batch_backbone=True)  # warm-up both paths
+        segment_episode_reference(fs, targets[0], batch_backbone=True)  # warm-up both paths
         fs.clear_references()
         for img, lab in series[:k]:
             fs.add_reference(img, mask=lab == 1)
         t0 = time.perf_counter()
-        fs._memory_dict()
+        fs.memory()
         memory_s = time.perf_counter() - t0
         reuse = _measure(fs.segment, targets, device)
-        upstream = _measure(lambda t: fs.segment_episode_reference(t, batch_backbone=True), targets, device)
-        diff = max(float(np.abs(fs.segment(t).logits - fs.segment_episode_reference(t).logits).max())
+        upstream = _measure(lambda t: segment_episode_reference(fs, t, batch_backbone=True), targets, device)
+        diff = max(float(np.abs(fs.segment(t).logits - segment_episode_reference(fs, t).logits).max())
                    for t in targets[:3])
         rows.append({"refs": k, "targets": len(targets), "memory_build_s": memory_s,
                      "reuse": reuse, "upstream": upstream,

@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_granseg.engine.fewshot import FewShotError, FewShotSegmenter, preprocess_image, preprocess_mask
+from granseg_training.sansa.episodes import segment_episode_reference
+from napari_granseg.engine.fewshot import FewShotError, FewShotSegmenter
+from napari_granseg.engine.fewshot_input import preprocess_image, preprocess_mask
 from napari_granseg.engine.normalize import ImageShapeError
 from napari_granseg.models.loaded import LoadedModel
 from napari_granseg.models.sansa import build_sansa_model
@@ -30,16 +32,16 @@ def scenes():
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_reused_memory_equals_fresh_episode(random_sansa, scenes, k):
-    fs = FewShotSegmenter(random_sansa, image_size=640)
+    fs = FewShotSegmenter(random_sansa, image_size=640, precision="fp32")
     prompts = [dict(mask=scenes[0][1] == 1), dict(points=[[10, 20], [40, 30]]), dict(box=[5, 5, 60, 70])]
     for (img, _), p in zip(scenes[:k], prompts[:k]):
         fs.add_reference(img, **p)
     for img, _ in scenes[3:]:
         fast = fs.segment(img)
-        slow = fs.segment_episode_reference(img)
+        slow = segment_episode_reference(fs, img)
         assert np.array_equal(fast.logits, slow.logits)
         assert np.array_equal(fast.mask, slow.mask)
-        batched = fs.segment_episode_reference(img, batch_backbone=True)  # upstream: one encoder batch
+        batched = segment_episode_reference(fs, img, batch_backbone=True)  # upstream: one encoder batch
         assert np.abs(batched.logits - fast.logits).max() < 1e-4
         assert fast.logits.shape == (64, 64) and fast.logits.dtype == np.float32
         assert fast.mask.shape == img.shape and fast.probability.shape == img.shape
@@ -50,22 +52,22 @@ def test_reused_memory_equals_fresh_episode(random_sansa, scenes, k):
 
 
 def test_bf16_autocast_path_is_consistent(random_sansa, scenes):
-    """autocast=True (the CUDA default) keeps reuse == fresh episode; the CPU default is float32."""
-    full = FewShotSegmenter(random_sansa, image_size=None)
-    half = FewShotSegmenter(random_sansa, image_size=None, autocast=True)
+    """precision="bf16" keeps reuse == fresh episode and really differs from "fp32"."""
+    full = FewShotSegmenter(random_sansa, image_size=None, precision="fp32")
+    half = FewShotSegmenter(random_sansa, image_size=None, precision="bf16")
     for fs in (full, half):
         fs.add_reference(scenes[0][0], mask=scenes[0][1] == 1)
     img = scenes[4][0]
     a, b = full.segment(img), half.segment(img)
     assert not torch.is_autocast_cpu_enabled()
-    assert np.array_equal(b.logits, half.segment_episode_reference(img).logits)
-    assert np.array_equal(a.logits, full.segment_episode_reference(img).logits)
+    assert np.array_equal(b.logits, segment_episode_reference(half, img).logits)
+    assert np.array_equal(a.logits, segment_episode_reference(full, img).logits)
     assert not np.array_equal(a.logits, b.logits)  # autocast really ran in bfloat16
 
 
 def test_bf16_masks_match_float32_masks_of_a_trained_model(trained_sansa):
-    full = FewShotSegmenter(trained_sansa, image_size=None)
-    half = FewShotSegmenter(trained_sansa, image_size=None, autocast=True)
+    full = FewShotSegmenter(trained_sansa, image_size=None, precision="fp32")
+    half = FewShotSegmenter(trained_sansa, image_size=None, precision="bf16")
     ref, ref_labels = shapes_scene(size=128, n_objects=3, seed=500)
     for fs in (full, half):
         fs.add_reference(ref, mask=ref_labels == 1)
@@ -81,7 +83,7 @@ def test_memory_roles_and_reference_order_matter(random_sansa, scenes):
     fs = FewShotSegmenter(random_sansa, image_size=None)
     fs.add_reference(scenes[0][0], mask=scenes[0][1] == 1)
     fs.add_reference(scenes[1][0], mask=scenes[1][1] == 1)
-    mem = fs._memory_dict()
+    mem = fs.memory()
     assert list(mem["cond_frame_outputs"]) == [0] and list(mem["non_cond_frame_outputs"]) == [1]
     a = fs.segment(scenes[4][0]).logits
     fs.clear_references()
@@ -127,12 +129,12 @@ def test_segment_classes_matches_single_class_runs(random_sansa, scenes):
 
 def test_preprocessing_follows_upstream():
     rgb = np.random.default_rng(0).random((50, 70, 3)).astype(np.float32)
-    t = preprocess_image(rgb, 256, 640)
+    t = preprocess_image(rgb, 256, 640, intensity=(0.0, 1.0))
     assert t.shape == (1, 3, 256, 256)
     mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
     flat = np.full((40, 40, 3), 0.5, np.float32)
-    assert torch.allclose(preprocess_image(flat, 256, 640), ((0.5 - mean) / std).expand(1, 3, 256, 256), atol=1e-5)
+    assert torch.allclose(preprocess_image(flat, 256, 640, intensity=(0.0, 1.0)), ((0.5 - mean) / std).expand(1, 3, 256, 256), atol=1e-5)
     m = np.zeros((100, 100), bool)
     m[10:20, 30:60] = True
     pm = preprocess_mask(m, 256)

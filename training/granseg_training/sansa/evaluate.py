@@ -25,17 +25,18 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def class_separation(model: Any, n_references: int = 3, n_targets: int = 2, n_objects: int = 3, size: int = 128,
-                     seed: int = 98_765, shots: int = 1) -> dict[int, tuple[float, float]]:
+                     seed: int = 98_765, shots: int = 1, precision: str = "fp32") -> dict[int, tuple[float, float]]:
     """{class: (mean IoU with the referenced class, mean IoU with the other class)} over unseen scenes.
 
     ``n_references`` reference sets per class (each of ``shots`` scenes), ``n_targets`` targets per set.
     The default seed is one no training episode uses (training draws from its own seeded generator).
+    ``precision`` defaults to "fp32" so the numbers describe the weights, not the machine's autocast choice.
     """
     rng = np.random.default_rng(seed)
     scores: dict[int, list[tuple[float, float]]] = {1: [], 2: []}
     for cls in (1, 2):
         for _ in range(n_references):
-            fs = FewShotSegmenter(model, image_size=None)
+            fs = FewShotSegmenter(model, image_size=None, precision=precision)
             for _ in range(shots):
                 ref, ref_labels = shapes_scene(size=size, n_objects=n_objects, rng=rng)
                 fs.add_reference(ref, mask=ref_labels == cls)

@@ -1,7 +1,8 @@
 """Episodic SANSA training: k references (1..shots) + 1 query per episode, SAM 2 memory as in inference.
 
-The episode runs through the same functions as the inference engine (``napari_granseg.engine.fewshot``:
-``build_memory`` / ``target_step``), so training and inference use identical frame roles.
+The episode runs through the same functions as the inference engine (``napari_granseg.engine.episode``:
+``build_memory`` / ``target_step``) and images and masks are prepared by the engine's input functions
+(``napari_granseg.engine.fewshot_input``), so training and inference see identical inputs and frame roles.
 """
 from __future__ import annotations
 
@@ -17,13 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from napari_granseg.checkpoints import save_checkpoint
-from napari_granseg.engine.fewshot import (build_memory, encode_batch, preprocess_image, preprocess_mask,
-                                           split_batch, target_step)
-from napari_granseg.engine.normalize import to_model_rgb
+from napari_granseg.engine.episode import build_memory, target_step
+from napari_granseg.engine.fewshot_input import preprocess_image, preprocess_mask
 from napari_granseg.models.sansa import SansaModel, build_sansa_model, sansa_adapter_state_dict
 
 from .config import SansaTrainConfig
 from .data import Episode, make_episodes
+from .episodes import encode_batch, split_batch
 from .losses import sansa_loss
 from .prompts import PROMPT_KINDS, mask_box, point_inputs, sample_points, sample_scribble
 
@@ -82,8 +83,8 @@ class SansaTrainer:
     # ------------------------------------------------------------------------------------------ batching
     def _frame_tensors(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         size = self.model.image_size
-        img = preprocess_image(to_model_rgb(image), size, self.cfg.image_size, self.device)
-        prompt_mask = preprocess_mask(mask, size, self.device)
+        img = preprocess_image(image, size, self.cfg.image_size, self.device)
+        prompt_mask = preprocess_mask(mask, size, self.device, self.cfg.image_size)
         loss_size = self.cfg.loss_size or size
         gt = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None].to(self.device),
                            size=(loss_size, loss_size), mode="bilinear", align_corners=False, antialias=True) > 0.5
