@@ -2,8 +2,8 @@
 
 Both train ``granseg_tiny.yaml`` (256 px) from random weights (``trainable='all'``: there is no pretrained
 tiny SAM 2 offline) on synthetic discs-vs-triangles episodes (1 reference + 1 query, mask prompts). Changes
-from SANSA's published recipe (the defaults of :class:`SansaTrainConfig`), because it fine-tunes adapters on a pretrained SAM 2.0-L: lr 2e-4 -> 1e-4 (cosine)
-with a 20-step warm-up; no 640 px pre-resize (images go straight to 256 px); loss at the model's 256 px.
+from SANSA's published recipe (the defaults of :class:`SansaTrainConfig`), because that one fine-tunes adapters on
+a pretrained SAM 2.0-L: lr 2e-4 -> 1e-4 (cosine) with a 20-step warm-up; no 640 px pre-resize (images go straight to 256 px); loss at the model's 256 px.
 
 Why lr 2e-4: at 2e-3 (and 5e-4 over 1500 steps) the from-scratch model settles in "segment the discs
 whatever the reference" (query IoU ~0.48, flat) and never starts to read the memory; at 2e-4 the memory

@@ -1,9 +1,9 @@
 """Training samples for UnSAMv2: an image plus a list of (mask, granularity).
 
 Two sources: COCO JSON pseudo-labels (RLE masks with a ``granularity`` field per annotation, as written by
-``granseg_training.pseudolabels``; decoded by :mod:`granseg_training.rle`) and the plugin's synthetic nested scenes
-(cell > nucleus > nucleolus), whose g comes from :func:`granseg_training.pseudolabels.granularity.granularity_of_areas` applied
-within each cell's set (the formula the pseudo-labels use).
+``granseg_training.pseudolabels``; decoded by :mod:`granseg_training.rle`) and the plugin's synthetic nested
+scenes (cell > nucleus > nucleolus), whose g comes from the pseudo-labels' formula
+(:func:`granseg_training.pseudolabels.granularity.granularity_of_areas`) applied within each cell's set.
 
 Every sample is returned at the model's input size: ``image`` (3, S, S) float RGB in [0, 1] (same path as
 the predictor: :func:`napari_granseg.engine.normalize.to_model_rgb`, then resize; the trainer applies
@@ -104,7 +104,7 @@ class CocoGranularityDataset(Dataset):
 
     Accepted layouts: the COCO ``{"images": [...], "annotations": [...]}`` and the SA-1B-style
     ``{"image": {...}, "annotations": [...]}``. Each annotation needs ``segmentation`` (RLE, compressed or
-    not, or polygons) and ``granularity``; annotations without ``granularity`` get ``G_FALLBACK`` (0.5, as the pseudo-labels).
+    not, or polygons) and ``granularity``; annotations without it get ``G_FALLBACK`` (0.5, as the pseudo-labels).
     Image files are looked up under ``image_root`` (default: the JSON's folder) by ``file_name``.
     """
 
