@@ -265,8 +265,8 @@ class UnSAMv2Trainer:
     def _autocast(self):
         """The step's autocast: :func:`napari_granseg.devices.precision_context` with the config's precision,
         where "auto" means bf16 on CUDA GPUs that have it (upstream trains so) and float32 elsewhere. Unlike
-        inference's "auto", a CPU with native bf16 still trains in float32: the recipes' CPU runs (the test
-        fixture, the demo builds) then give the same weights on every CPU."""
+        inference's "auto", a CPU with native bf16 still trains in float32, so the recipes' CPU runs (the test
+        fixture, the demo builds) do not change with the CPU's bf16 support."""
         precision = self.cfg.precision
         if precision == "auto":
             cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
