@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from granseg_training.evaluation.metrics import iou as _iou
 from napari_granseg import zoo
 
 
@@ -13,10 +14,6 @@ from napari_granseg import zoo
 def empty_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("GRANSEG_OFFLINE", "1")
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max(1, (a | b).sum()))
 
 
 @pytest.mark.parametrize("kind", ["unsamv2", "sansa"])

@@ -15,7 +15,8 @@ from granseg_training.pseudolabels.conquer import conquer_instance, iterative_me
 from granseg_training.pseudolabels.divide import classify_proposals, divide_image, maskcut  # noqa: E402
 from granseg_training.pseudolabels.features import ColorFeatures, make_extractor  # noqa: E402
 from granseg_training.pseudolabels.granularity import granularity_by_instance, granularity_of_areas  # noqa: E402
-from granseg_training.pseudolabels.masks import PseudoMask, mask_iou  # noqa: E402
+from granseg_training.evaluation.metrics import iou as mask_iou  # noqa: E402
+from granseg_training.pseudolabels.masks import PseudoMask  # noqa: E402
 from granseg_training.pseudolabels.merge import merge_masks, protected_nms  # noqa: E402
 from granseg_training.pseudolabels.pipeline import PseudoLabelConfig, pseudolabel_image, run_folder  # noqa: E402
 

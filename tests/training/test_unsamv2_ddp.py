@@ -1,4 +1,4 @@
-"""Multi-GPU training (issue 7) runs the UnSAMv2 step inside DistributedDataParallel under ``torchrun``.
+"""Multi-GPU training runs the UnSAMv2 step inside DistributedDataParallel under ``torchrun``.
 
 CI has no GPU, so two CPU processes with the gloo backend stand in for two GPUs: the same code path except
 the backend (nccl on CUDA). The ranks see different images (DistributedSampler), so identical weights after

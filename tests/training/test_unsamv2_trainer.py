@@ -1,4 +1,4 @@
-"""The UnSAMv2 trainer (issue 7): loss falls, upstream checkpoint layout, what trains in 'upstream' mode."""
+"""The UnSAMv2 trainer: loss falls, upstream checkpoint layout, what trains in 'upstream' mode."""
 from __future__ import annotations
 
 import copy
@@ -170,10 +170,10 @@ def test_config_file_and_cli_flags(tmp_path):
     (tmp_path / "run.yaml").write_text("model_config: granseg_tiny.yaml\nsteps: 7\nlr: 0.0005\n"
                                        "augment: {enabled: true, hflip: 1.0}\n")
     args = build_parser().parse_args(["unsamv2", "--config", str(tmp_path / "run.yaml"), "--steps", "9",
-                                      "--set", "n_cells=[2,3]", "bf16=false"])
+                                      "--set", "n_cells=[2,3]", "precision=fp32"])
     cfg = _config_from_args(args)
-    assert (cfg.steps, cfg.lr, cfg.n_cells, cfg.bf16, cfg.augment.enabled, cfg.augment.hflip) == \
-        (9, 0.0005, [2, 3], False, True, 1.0)
+    assert (cfg.steps, cfg.lr, cfg.n_cells, cfg.precision, cfg.augment.enabled, cfg.augment.hflip) == \
+        (9, 0.0005, [2, 3], "fp32", True, 1.0)
     with pytest.raises(ValueError, match="unknown UnSAMv2 training option"):
         UnSAMv2TrainConfig.from_dict({"stepz": 3})
 

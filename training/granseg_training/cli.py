@@ -46,7 +46,7 @@ def _add_unsamv2_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", dest="save_every", type=int)
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="any other config field, value parsed as JSON (e.g. --set 'n_cells=[1,3]' bf16=false)")
+                   help="any other config field, value parsed as JSON (e.g. --set 'n_cells=[1,3]' precision=fp32)")
 
 
 def _config_from_args(args: argparse.Namespace):

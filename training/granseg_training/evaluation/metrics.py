@@ -1,8 +1,13 @@
-"""Mask metrics shared by the evaluations: IoU with an ignore region, NoC@t, and their dataset summaries.
+"""Mask metrics: the training package's one IoU, its pixel counts, NoC@t and the NoC summary of a dataset.
 
-Why here and not in each evaluation: the interactive (NoC, 1-IoU) and few-shot (mIoU) numbers must use one
-definition of IoU, the one of RITM/isegm (``utils.get_iou``): ignored pixels count neither in the
-intersection nor in the union.
+:func:`iou` is the only mask IoU of ``granseg_training`` on NumPy masks: the interactive evaluation (NoC, 1-IoU),
+the UnSAMv2 and SANSA behaviour evaluations and the pseudo-label refinement all call it. Ignored pixels count
+neither in the intersection nor in the union, as in RITM/isegm's ``utils.get_iou``. Where isegm divides by
+zero, two empty masks here score 1.0 (nothing to find and nothing found is a perfect answer); one empty mask
+against a non-empty one scores 0.0.
+
+The few-shot evaluation (:mod:`.fewshot`) does not average per-image IoUs: it sums the pixel counts of
+:func:`intersection_union` over episodes, as SANSA/HSNet compute mIoU and FB-IoU.
 """
 from __future__ import annotations
 
@@ -32,7 +37,8 @@ def intersection_union(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray | No
 
 
 def iou(gt: np.ndarray, pred: np.ndarray, ignore: np.ndarray | None = None) -> float:
-    """Intersection over union of boolean masks; 1.0 when both are empty (nothing to find, nothing found)."""
+    """Intersection over union of two masks (nonzero = inside; symmetric in ``gt`` and ``pred``), leaving out
+    ``ignore`` pixels; 1.0 when the union is empty (both masks empty), 0.0 when only one is."""
     inter, union = intersection_union(gt, pred, ignore)
     return 1.0 if union == 0 else inter / union
 

@@ -13,6 +13,8 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
+from ..rle import encode_rle
+
 __all__ = ["WholeImageSegmenter", "average_recall", "evaluate_whole_image", "DEFAULT_MAX_DETS"]
 
 DEFAULT_MAX_DETS: tuple[int, ...] = (1, 10, 100, 1000)
@@ -22,14 +24,6 @@ class WholeImageSegmenter(Protocol):
     """``(image) -> [(mask HxW bool, score), ...]``: every mask the model proposes, with its predicted IoU."""
 
     def __call__(self, image: np.ndarray) -> Sequence[tuple[np.ndarray, float]]: ...
-
-
-def _rle(mask: np.ndarray) -> dict:
-    from pycocotools import mask as mask_utils
-
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def average_recall(gts: Sequence[Sequence[np.ndarray]], predictions: Sequence[Sequence[tuple[np.ndarray, float]]],
@@ -53,12 +47,12 @@ def average_recall(gts: Sequence[Sequence[np.ndarray]], predictions: Sequence[Se
             shape = m.shape
             if not m.any():
                 continue
-            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "segmentation": _rle(m),
+            anns.append({"id": len(anns) + 1, "image_id": i + 1, "category_id": 1, "segmentation": encode_rle(m),
                          "area": float(m.sum()), "iscrowd": 0, "bbox": _bbox(m)})
         for m, score in preds:
             m = np.asarray(m, dtype=bool)
             shape = shape or m.shape
-            dets.append({"image_id": i + 1, "category_id": 1, "segmentation": _rle(m), "score": float(score)})
+            dets.append({"image_id": i + 1, "category_id": 1, "segmentation": encode_rle(m), "score": float(score)})
         h, w = shape if shape is not None else (1, 1)
         images.append({"id": i + 1, "height": int(h), "width": int(w)})
     if not anns:

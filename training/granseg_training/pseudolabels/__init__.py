@@ -1,6 +1,6 @@
 """UnSAMv2 pseudo-labels without human annotation (divide and conquer), written as COCO JSON per image.
 
-Stages (see ``/work/shared/spec/unsamv2.md``, "Pseudo-labels"):
+Stages (UnSAMv2's pseudo-label pipeline):
 
 1. :mod:`.divide` -- instance proposals: MaskCut-style normalised cuts on self-supervised ViT features, or
    proposals from a user-given model / folder of label images; instance and part rules.

@@ -13,22 +13,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from pycocotools import mask as mask_utils
 
 from napari_granseg.io import atomic_path
 
+from ..rle import decode_segmentation, encode_rle, rle_area, rle_bbox
 from .masks import PseudoMask
 
 __all__ = ["write_image_json", "read_image_json", "read_pseudolabels", "is_complete_json", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 _REQUIRED = ("segmentation", "granularity", "instance_id", "is_part", "is_divide", "is_conquer")
-
-
-def _encode(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def write_image_json(path: str | os.PathLike, masks: Sequence[PseudoMask], file_name: str,
@@ -38,11 +32,11 @@ def write_image_json(path: str | os.PathLike, masks: Sequence[PseudoMask], file_
     for k, m in enumerate(masks, start=1):
         if m.mask.shape != (height, width):
             raise ValueError(f"mask {k} has shape {m.mask.shape}, image is {(height, width)}.")
-        rle = _encode(m.mask)
+        rle = encode_rle(m.mask)
         annotations.append({
             "id": k, "image_id": image_id, "category_id": 1, "segmentation": rle,
-            "area": int(mask_utils.area(_as_bytes(rle))),
-            "bbox": [float(v) for v in mask_utils.toBbox(_as_bytes(rle))],
+            "area": rle_area(rle),
+            "bbox": rle_bbox(rle),
             "iscrowd": 0, "granularity": float(m.granularity), "instance_id": int(m.instance_id),
             "is_part": bool(m.is_part), "is_divide": bool(m.is_divide), "is_conquer": bool(m.is_conquer),
             "score": float(m.score),
@@ -58,11 +52,6 @@ def write_image_json(path: str | os.PathLike, masks: Sequence[PseudoMask], file_
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data))
     return path
-
-
-def _as_bytes(rle: dict) -> dict:
-    counts = rle["counts"]
-    return {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
 
 
 def read_image_json(path: str | os.PathLike) -> dict:
@@ -100,6 +89,6 @@ def read_pseudolabels(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     anns = data["annotations"]
     masks = np.zeros((len(anns), h, w), dtype=bool)
     for i, a in enumerate(anns):
-        masks[i] = mask_utils.decode(_as_bytes(a["segmentation"])).astype(bool)
+        masks[i] = decode_segmentation(a["segmentation"], h, w)
     g = np.array([a["granularity"] for a in anns], dtype=np.float32)
     return masks, g

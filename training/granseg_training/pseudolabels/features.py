@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from napari_granseg.checkpoints import read_state_dict
+from napari_granseg.engine.normalize import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
     "FeatureExtractor", "ColorFeatures", "TimmFeatures", "make_extractor", "grid_shape", "DEFAULT_TIMM_MODEL",
@@ -100,7 +102,8 @@ class TimmFeatures:
     """Patch tokens of a timm ViT (prefix tokens -- class and registers -- dropped).
 
     ``pretrained=True`` downloads from the Hugging Face hub; ``pretrained_weights`` loads a local state dict
-    instead (``.safetensors`` or a torch file, read with ``weights_only=True``); ``pretrained=False`` gives
+    instead (``.safetensors`` or a torch file of tensors, bare or under ``"model"``, read by
+    :func:`napari_granseg.checkpoints.read_state_dict`); ``pretrained=False`` gives
     random weights (tests only: random features make meaningless pseudo-labels).
     """
 
@@ -115,7 +118,7 @@ class TimmFeatures:
         self.name = name
         kwargs = dict(num_classes=0, dynamic_img_size=True)
         if pretrained_weights is not None:
-            state = load_state_dict_file(pretrained_weights)
+            state = read_state_dict(pretrained_weights, "pretrained weights file")
             model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(state_dict=state),
                                       **kwargs)
         elif pretrained:
@@ -138,8 +141,8 @@ class TimmFeatures:
         self.patch_size = int(ps[0] if isinstance(ps, (tuple, list)) else ps)
         self.num_prefix_tokens = int(getattr(model, "num_prefix_tokens", 1))
         cfg = getattr(model, "pretrained_cfg", {}) or {}
-        self.mean = torch.tensor(cfg.get("mean", (0.485, 0.456, 0.406)), dtype=torch.float32).view(1, 3, 1, 1)
-        self.std = torch.tensor(cfg.get("std", (0.229, 0.224, 0.225)), dtype=torch.float32).view(1, 3, 1, 1)
+        self.mean = torch.tensor(cfg.get("mean", IMAGENET_MEAN), dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(cfg.get("std", IMAGENET_STD), dtype=torch.float32).view(1, 3, 1, 1)
         self.default_long_side = int(default_long_side)
 
     @torch.no_grad()
@@ -154,26 +157,6 @@ class TimmFeatures:
             raise RuntimeError(f"timm model {self.name} returned {patches.shape[0]} patch tokens for a {h}x{w} "
                                f"grid; it may not support dynamic image sizes.")
         return patches.reshape(h, w, -1).float().cpu().numpy()
-
-
-def load_state_dict_file(path: str | os.PathLike) -> dict:
-    """Read a state dict from ``.safetensors`` or a torch file (``weights_only=True``), unwrapping
-    ``{"model": ...}`` / ``{"state_dict": ...}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("model", "state_dict", "teacher"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (got {type(state).__name__}).")
-    return state
 
 
 def make_extractor(backbone: str, pretrained: bool = True, pretrained_weights: str | os.PathLike | None = None,

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["PseudoMask", "bbox_of", "intersection", "mask_iou", "containment", "nms_order", "upsample_mask"]
+__all__ = ["PseudoMask", "bbox_of", "intersection", "containment", "nms_order", "upsample_mask"]
 
 
 def bbox_of(mask: np.ndarray) -> tuple[int, int, int, int]:
@@ -71,12 +71,6 @@ def intersection(a: np.ndarray, b: np.ndarray, box_a: tuple | None = None, box_b
     if y0 >= y1 or x0 >= x1:
         return 0
     return int(np.count_nonzero(a[y0:y1, x0:x1] & b[y0:y1, x0:x1]))
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    inter = intersection(a, b)
-    union = int(np.count_nonzero(a)) + int(np.count_nonzero(b)) - inter
-    return inter / union if union else 0.0
 
 
 def containment(inner: np.ndarray, outer: np.ndarray) -> float:

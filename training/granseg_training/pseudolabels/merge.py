@@ -15,7 +15,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .masks import PseudoMask, mask_iou, nms_order
+from ..evaluation.metrics import iou
+from .masks import PseudoMask, nms_order
 
 __all__ = ["protected_nms", "merge_masks", "RefineFn"]
 
@@ -48,7 +49,7 @@ def merge_masks(masks: Sequence[PseudoMask], image: np.ndarray | None = None, io
             new = np.asarray(refine(image, m.mask), dtype=bool)
             if new.shape != m.mask.shape:
                 raise ValueError(f"refine returned shape {new.shape} for a mask of shape {m.mask.shape}.")
-            if mask_iou(new, m.mask) < min_refine_iou:
+            if iou(m.mask, new) < min_refine_iou:
                 continue
             m.replace_mask(new)
             refined.append(m)

@@ -10,7 +10,7 @@ __all__ = ["SansaTrainConfig"]
 
 @dataclass
 class SansaTrainConfig(ConfigIO):
-    """Defaults = the spec's recipe (AdamW 1e-4, betas (0.9, 0.999), wd 0, cosine per iteration, clip 0.1,
+    """Defaults = SANSA's published recipe (AdamW 1e-4, betas (0.9, 0.999), wd 0, cosine per iteration, clip 0.1,
     1 reference + 1 query, mask prompts, focal + dice 1:1 on logits upsampled to 640).
 
     trainable: "adapters" (SANSA) or "all" (from-scratch tiny models; the file then holds the base too).

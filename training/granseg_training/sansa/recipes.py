@@ -2,12 +2,12 @@
 
 Both train ``granseg_tiny.yaml`` (256 px) from random weights (``trainable='all'``: there is no pretrained
 tiny SAM 2 offline) on synthetic discs-vs-triangles episodes (1 reference + 1 query, mask prompts). Changes
-from the spec's recipe, because it fine-tunes adapters on a pretrained SAM 2.0-L: lr 2e-4 -> 1e-4 (cosine)
-with a 20-step warm-up; no 640 px pre-resize (images go straight to 256 px); loss at the model's 256 px.
+from SANSA's published recipe (the defaults of :class:`SansaTrainConfig`), because that one fine-tunes adapters on
+a pretrained SAM 2.0-L: lr 2e-4 -> 1e-4 (cosine) with a 20-step warm-up; no 640 px pre-resize (images go straight to 256 px); loss at the model's 256 px.
 
 Why lr 2e-4: at 2e-3 (and 5e-4 over 1500 steps) the from-scratch model settles in "segment the discs
 whatever the reference" (query IoU ~0.48, flat) and never starts to read the memory; at 2e-4 the memory
-path opens after ~600 steps (session-2 runs, 1 thread each, eval = ``evaluate.class_separation``):
+path opens after ~600 steps (development runs, 1 thread each, eval = ``evaluate.class_separation``):
 
 | lr | step | discs: IoU referenced / other | triangles: referenced / other |
 |---|---|---|---|
@@ -35,7 +35,7 @@ def _base(out_dir: str | Path, seed: int, **kw) -> SansaTrainConfig:
 
 
 def fast_test_config(out_dir: str | Path, seed: int = 0, steps: int = 1000, **kw) -> SansaTrainConfig:
-    """The model ``tests/fewshot`` trains (session fixture)."""
+    """The model ``tests/fewshot`` trains (its session-scoped ``trained_sansa`` fixture)."""
     return _base(out_dir, seed, steps=steps, checkpoint_name="sansa_test.pt", **kw)
 
 

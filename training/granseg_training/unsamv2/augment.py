@@ -1,4 +1,5 @@
-"""Joint image+mask augmentation (spec: hflip, RandomAffine 25 deg / shear 20, colour jitter, grayscale p .05).
+"""Joint image+mask augmentation (UnSAMv2's recipe: hflip, RandomAffine 25 deg / shear 20, colour jitter,
+grayscale p .05).
 
 Geometric transforms go through ``torchvision.transforms.v2`` with the masks wrapped as ``tv_tensors.Mask`` so
 image and masks move together. Masks that leave the frame are dropped later (``_subsample`` keeps non-empty

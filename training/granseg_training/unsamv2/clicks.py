@@ -3,7 +3,7 @@
 First click: uniform over the mask. With ``inner_prob`` > 0 it is instead drawn, with that probability, from
 the smallest OTHER training mask of the same image that lies inside the target (>= 90 % covered), so
 nested data (nucleolus in nucleus in cell) often shows the same click with several g values, the
-ambiguity that g must resolve. Still a point inside the target mask, as the spec's recipe asks.
+ambiguity that g must resolve. Still a point inside the target mask, as UnSAMv2's recipe asks.
 Corrections: a pixel uniform over the error region (false negatives -> positive click, false positives ->
 negative click); masks without error get a padding point (label -1).
 """

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from napari_granseg.devices import check_precision
+
 from ..config_io import ConfigIO
 
 from .augment import AugmentConfig
@@ -13,7 +15,7 @@ __all__ = ["UnSAMv2TrainConfig"]
 
 @dataclass
 class UnSAMv2TrainConfig(ConfigIO):
-    """Everything a run needs. Defaults = the spec's recipe (upstream mode, lr 1e-4 -> 1e-5, batch 2).
+    """Everything a run needs. Defaults = UnSAMv2's published recipe (upstream mode, lr 1e-4 -> 1e-5, batch 2).
 
     trainable: "upstream" (only the granularity modules + LoRA train; the rest is frozen, as UnSAMv2) or
     "all" (every weight trains: for tiny models started from random weights, no pretrained base offline).
@@ -22,6 +24,8 @@ class UnSAMv2TrainConfig(ConfigIO):
     up to ``video_max_drift`` px per frame, ``video_objects`` objects clicked on the first frame and followed
     through SAM 2's memory). Upstream trains on images only (0), which leaves a from-scratch model's memory
     untrained; the tiny recipes use it so the demo can propagate through stacks.
+    precision: one of ``napari_granseg.devices.PRECISIONS``; "auto" trains in bf16 autocast on CUDA GPUs that
+    support it (as upstream) and in float32 elsewhere, "fp32" never autocasts, "bf16" always does.
     """
 
     _what = "UnSAMv2"
@@ -60,7 +64,7 @@ class UnSAMv2TrainConfig(ConfigIO):
     warmup_steps: int = 0
     grad_clip: float | None = 1.0
     loss: LossWeights = field(default_factory=LossWeights)
-    bf16: bool = True
+    precision: str = "auto"
     # runtime
     device: str = "auto"
     num_threads: int | None = None
@@ -89,5 +93,6 @@ class UnSAMv2TrainConfig(ConfigIO):
             raise ValueError(f"video_prob={self.video_prob}: a probability in [0, 1] (0 = image steps only)")
         if self.video_prob > 0 and self.video_frames < 2:
             raise ValueError(f"video_frames={self.video_frames}: a memory episode needs at least 2 frames")
+        check_precision(self.precision)
         if self.trainable == "upstream" and not self.lora:
             raise ValueError("trainable='upstream' trains LoRA: keep lora=True")

@@ -1,8 +1,9 @@
 """Training samples for UnSAMv2: an image plus a list of (mask, granularity).
 
 Two sources: COCO JSON pseudo-labels (RLE masks with a ``granularity`` field per annotation, as written by
-``granseg_training.pseudolabels``; read with pycocotools directly) and the plugin's synthetic nested scenes
-(cell > nucleus > nucleolus), whose g comes from the spec formula applied within each cell's set.
+``granseg_training.pseudolabels``; decoded by :mod:`granseg_training.rle`) and the plugin's synthetic nested
+scenes (cell > nucleus > nucleolus), whose g comes from the pseudo-labels' formula
+(:func:`granseg_training.pseudolabels.granularity.granularity_of_areas`) applied within each cell's set.
 
 Every sample is returned at the model's input size: ``image`` (3, S, S) float RGB in [0, 1] (same path as
 the predictor: :func:`napari_granseg.engine.normalize.to_model_rgb`, then resize; the trainer applies
@@ -22,28 +23,11 @@ from torch.utils.data import Dataset
 from napari_granseg.engine.normalize import to_model_rgb
 from napari_granseg.synthetic import NestedScene, nested_cells_scene
 
+from ..pseudolabels.granularity import G_FALLBACK, granularity_of_areas
+from ..rle import decode_segmentation
+
 __all__ = ["granularity_of_areas", "scene_targets", "prepare_sample", "SyntheticNestedDataset",
-           "CocoGranularityDataset", "collate_samples", "IMAGENET_MEAN", "IMAGENET_STD"]
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-try:  # the pseudo-label package owns the formula when it is there
-    from granseg_training.pseudolabels.granularity import granularity_of_areas  # type: ignore
-except ImportError:  # pragma: no cover - depends on which helpers' code is installed
-    def granularity_of_areas(areas: Sequence[float]) -> np.ndarray:
-        """Spec formula within one part-whole set: ``g = 0.1 + 0.9 (sqrt A - sqrt Amin) / (sqrt Amax - sqrt Amin)``.
-
-        The largest mask (the instance) gets 1.0; a set of one mask, or of equal areas, gets 1.0 for all.
-        """
-        a = np.sqrt(np.asarray(areas, dtype=np.float64))
-        if a.size == 0:
-            return np.zeros(0, np.float32)
-        lo, hi = a.min(), a.max()
-        if hi - lo <= 0:
-            return np.ones(a.size, np.float32)
-        g = 0.1 + 0.9 * (a - lo) / (hi - lo)
-        return np.clip(g, 0.1, 1.0).astype(np.float32)
+           "CocoGranularityDataset", "collate_samples"]
 
 
 def scene_targets(scene: NestedScene) -> tuple[list[np.ndarray], np.ndarray]:
@@ -104,19 +88,6 @@ class SyntheticNestedDataset(Dataset):
         return _subsample(sample, self.max_masks, rng)
 
 
-def _decode_segmentation(seg, height: int, width: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    if isinstance(seg, dict):
-        if isinstance(seg.get("counts"), list):  # uncompressed RLE
-            seg = mask_utils.frPyObjects(seg, height, width)
-        elif isinstance(seg.get("counts"), str):
-            seg = {"size": seg["size"], "counts": seg["counts"].encode("ascii")}
-        return mask_utils.decode(seg).astype(bool)
-    rles = mask_utils.frPyObjects(seg, height, width)  # polygons
-    return mask_utils.decode(mask_utils.merge(rles)).astype(bool)
-
-
 def _read_image(path: Path) -> np.ndarray:
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
@@ -133,7 +104,7 @@ class CocoGranularityDataset(Dataset):
 
     Accepted layouts: the COCO ``{"images": [...], "annotations": [...]}`` and the SA-1B-style
     ``{"image": {...}, "annotations": [...]}``. Each annotation needs ``segmentation`` (RLE, compressed or
-    not, or polygons) and ``granularity``; annotations without ``granularity`` get the spec's fallback 0.5.
+    not, or polygons) and ``granularity``; annotations without it get ``G_FALLBACK`` (0.5, as the pseudo-labels).
     Image files are looked up under ``image_root`` (default: the JSON's folder) by ``file_name``.
     """
 
@@ -174,11 +145,11 @@ class CocoGranularityDataset(Dataset):
         h, w = image.shape[:2]
         masks, gs = [], []
         for ann in anns:
-            m = _decode_segmentation(ann["segmentation"], int(info.get("height", h)), int(info.get("width", w)))
+            m = decode_segmentation(ann["segmentation"], int(info.get("height", h)), int(info.get("width", w)))
             if m.shape != (h, w) or m.sum() < self.min_area:
                 continue
             masks.append(m)
-            gs.append(float(ann.get("granularity", 0.5)))
+            gs.append(float(ann.get("granularity", G_FALLBACK)))
         rng = np.random.default_rng([self.seed, self.epoch, index])
         sample = prepare_sample(image, masks, gs, self.image_size)
         if self.augment is not None:

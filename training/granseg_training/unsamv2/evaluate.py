@@ -13,21 +13,18 @@ import numpy as np
 
 from napari_granseg.synthetic import LEVEL_NAMES, NestedScene, nested_cells_scene
 
+from ..evaluation.metrics import iou
+
 __all__ = ["EVAL_GRANULARITIES", "nested_eval_scenes", "nested_iou_table", "other_cell_share", "format_iou_table",
            "propagation_iou", "drifting_eval_stacks"]
 
-#: g for nucleolus, nucleus, cell (the nucleus' g from the spec formula is ~0.45 on these scenes)
+#: g for nucleolus, nucleus, cell (the nucleus' g from the granularity formula is ~0.45 on these scenes)
 EVAL_GRANULARITIES = (0.1, 0.5, 1.0)
 
 
 def nested_eval_scenes(n: int = 6, size: int = 128, n_cells: int = 2, seed: int = 10_000) -> list[NestedScene]:
     """Scenes from seeds no training run uses by default (training seeds start at 0 per index)."""
     return [nested_cells_scene(size=size, n_cells=n_cells, seed=seed + i) for i in range(n)]
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def nested_iou_table(model, scenes: Sequence[NestedScene],
@@ -44,7 +41,7 @@ def nested_iou_table(model, scenes: Sequence[NestedScene],
             masks, _, _ = pred.predict([[col, row]], [1], granularity=list(granularities))
             for gi in range(len(granularities)):
                 for lvl in range(3):
-                    table[gi, lvl] += _iou(masks[gi], scene.masks[lvl][i])
+                    table[gi, lvl] += iou(masks[gi], scene.masks[lvl][i])
             count += 1
     return table / max(count, 1)
 
@@ -100,7 +97,7 @@ def propagation_iou(model, stacks: Sequence[tuple[np.ndarray, Sequence[NestedSce
                                granularity=g)
             level = min(gi, 2)
             others = [z for z in range(n_slices) if z != mid]
-            scores[gi] += np.mean([_iou(labels[z] == 1, scenes[z].masks[level][0]) for z in others])
+            scores[gi] += np.mean([iou(labels[z] == 1, scenes[z].masks[level][0]) for z in others])
     return scores / max(len(stacks), 1)
 
 

@@ -2,16 +2,16 @@
 
 Both train the tiny config (``granseg_tiny.yaml``, 256 px, ~1.4 M parameters) from random weights
 (``trainable='all'``: no pretrained tiny base exists offline) on synthetic nested scenes with 1-3 cells, with
-the spec's recipe except where noted:
+UnSAMv2's published recipe (the defaults of :class:`UnSAMv2TrainConfig`) except where noted:
 
-- lr 3e-4 -> 3e-5 (cosine) with 20 warm-up steps (from scratch; the spec's 1e-4 -> 1e-5 is for fine-tuning a
+- lr 3e-4 -> 3e-5 (cosine) with 20 warm-up steps (from scratch; the published 1e-4 -> 1e-5 is for fine-tuning a
   pretrained SAM 2.1),
-- at most 1 correction click per mask (the spec: 3) to keep CPU steps short,
+- at most 1 correction click per mask (published: 3) to keep CPU steps short,
 - ``inner_click_prob`` 0.75: three quarters of the first clicks for a nucleus or cell fall in the innermost mask inside it
   (the nucleolus) -- still a click inside the target, but the same location is then seen with several g,
   which is exactly the ambiguity g has to resolve (uniform clicks rarely land on the nucleolus of a cell).
 
-Why lr 3e-4 (session 2): at 2e-3 (session 1's recipe) the model learned g but not the click position -- on a
+Why lr 3e-4: at 2e-3 (an earlier recipe) the model learned g but not the click position -- on a
 scene with several cells it returned all of them. The decoder's token-to-image attention, which ties the click
 to a place, did not form at that rate; at 3e-4 it does. Measured on unseen 3-cell scenes, click on each
 nucleolus (1 thread, run ``u3e4``: 2000-step schedule, 1-3 cells):
@@ -23,7 +23,7 @@ nucleolus (1 thread, run ``u3e4``: 2000-step schedule, 1-3 cells):
 | 1200 | 0.91 | 0.93 | 0.92 | 0.05 |
 | 2000 | 0.93 | 0.96 | 0.96 | 0.02 |
 
-Memory stage (session 3): the recipe above trains on single images, as upstream, so the memory modules that
+Memory stage: the recipe above trains on single images, as upstream, so the memory modules that
 stack propagation uses stay at their random start; the model then keeps "a cell" in memory but not which one
 (on two-cell stacks it segments both: IoU ~0.45 on the slices it propagates to, ~0.18 for nucleoli). The demo
 gets a second stage from the first's checkpoint: 1000 steps with 70 % memory episodes (``video_prob``: 3-frame
@@ -88,7 +88,7 @@ def _base(out_dir: str | Path, seed: int, **kw) -> UnSAMv2TrainConfig:
 
 def fast_test_config(out_dir: str | Path, seed: int = 1, steps: int = 2000, **kw) -> UnSAMv2TrainConfig:
     """The model ``tests/conftest.py`` trains: the demo recipe (same seed and lr schedule over 2000 steps), of
-    which the test session runs only the first 1200 steps (``trainer.fit(1200)``): ~4 min on 2 CPU cores."""
+    which the test suite's session fixture runs only the first 1200 steps (``trainer.fit(1200)``, one thread)."""
     return _base(out_dir, seed, steps=steps, checkpoint_name="unsamv2_test.pt", **kw)
 
 

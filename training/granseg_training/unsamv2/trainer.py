@@ -16,27 +16,28 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import random
 import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from napari_granseg.checkpoints import read_state_dict, save_checkpoint
-from napari_granseg.devices import resolve_device
+from napari_granseg.devices import precision_context, resolve_device
+from napari_granseg.engine.normalize import IMAGENET_MEAN, IMAGENET_STD
 from napari_granseg.models.unsamv2 import (UnSAMv2Model, build_unsamv2, load_unsamv2_state_dict,
                                            unsamv2_state_dict)
 
 from .augment import JointAugment
 from .clicks import correction_clicks, first_clicks
 from .config import UnSAMv2TrainConfig
-from .data import IMAGENET_MEAN, IMAGENET_STD, CocoGranularityDataset, SyntheticNestedDataset, collate_samples
+from ..schedule import warmup_cosine_schedule
+from ..seeding import seed_everything
+from .data import CocoGranularityDataset, SyntheticNestedDataset, collate_samples
 from .losses import dice_loss, mask_iou, sigmoid_focal_loss, unsamv2_loss
 from .video import drifting_video
 
@@ -166,12 +167,6 @@ class _TrainStep(nn.Module):
                 "iou_tracked": torch.stack(iou[1:]).mean(), "n_masks": torch.tensor(float(len(target)))}
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 class UnSAMv2Trainer:
     """Builds the model, data and optimiser from a config; :meth:`fit` trains, :meth:`save` writes a checkpoint.
 
@@ -198,7 +193,7 @@ class UnSAMv2Trainer:
                 dist.init_process_group(backend="nccl" if self.device.type == "cuda" else "gloo")
         else:
             self.device = resolve_device(cfg.device)
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         self.model = build_unsamv2(cfg.model_config, overrides=cfg.overrides, device="cpu", lora=cfg.lora,
                                    lora_rank=cfg.lora_rank, lora_alpha=cfg.lora_alpha)
         if cfg.init_checkpoint:
@@ -216,7 +211,7 @@ class UnSAMv2Trainer:
                 find_unused_parameters=True)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = warmup_cosine_schedule(self.optimizer, cfg.steps, cfg.warmup_steps, cfg.lr_min)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed * 1000 + self.rank)
         self.py_rng = random.Random(cfg.seed * 1000 + self.rank)
@@ -234,15 +229,6 @@ class UnSAMv2Trainer:
             if key.startswith(GRANULARITY_PARAM_KEYS) and key not in state:
                 state[key] = own[key]
         load_unsamv2_state_dict(self.model, state, source=str(path), lora_alpha=self.cfg.lora_alpha)
-
-    def _lr_factor(self, step: int) -> float:
-        cfg = self.cfg
-        if cfg.warmup_steps and step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        span = max(1, cfg.steps - cfg.warmup_steps)
-        t = min(1.0, (step - cfg.warmup_steps) / span)
-        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
-        return lr / cfg.lr
 
     def build_dataset(self):
         cfg = self.cfg
@@ -277,9 +263,15 @@ class UnSAMv2Trainer:
             epoch += 1
 
     def _autocast(self):
-        if self.cfg.bf16 and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        """The step's autocast: :func:`napari_granseg.devices.precision_context` with the config's precision,
+        where "auto" means bf16 on CUDA GPUs that have it (upstream trains so) and float32 elsewhere. Unlike
+        inference's "auto", a CPU with native bf16 still trains in float32, so the recipes' CPU runs (the test
+        fixture, the demo builds) do not change with the CPU's bf16 support."""
+        precision = self.cfg.precision
+        if precision == "auto":
+            cuda_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()
+            precision = "bf16" if cuda_bf16 else "fp32"
+        return precision_context(self.device, precision)
 
     # ------------------------------------------------------------------ training
     def _every_rank_has_masks(self, n_masks: int) -> bool:
