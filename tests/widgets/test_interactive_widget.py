@@ -97,7 +97,7 @@ def test_negative_click_is_recorded_and_sent_to_the_model(widget_with, qtbot, ne
     far = np.argmax((rr - row) ** 2 + (cc - col) ** 2)
     _click(w, qtbot, (rr[far], cc[far]), positive=False)
     assert w.prompts_layer.features["positive"].tolist() == [True, False]
-    request, mask = w._preview
+    request, mask = w.preview_request, w.preview_mask
     assert request.point_labels.tolist() == [1, 0]     # the sign reaches the model ...
     np.testing.assert_allclose(request.points_xy[1], [cc[far], rr[far]])   # ... as (x, y)
     assert mask.sum() > 0 and w.predictor.cache.misses == 1
