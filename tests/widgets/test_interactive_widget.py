@@ -135,7 +135,8 @@ def test_commit_adds_a_new_label_without_touching_others_and_undo_restores(widge
 def test_user_mistakes_become_notifications(make_napari_viewer, qtbot, trained_unsamv2):
     viewer = make_napari_viewer()
     w = InteractiveWidget(viewer, model=trained_unsamv2)
-    w.commit_button.click()                      # nothing to commit
+    assert not w.commit_button.isEnabled()       # nothing to commit: the button cannot act ...
+    w._guard(w.commit)                           # ... and the C key says why
     assert w.last_message[0] == "error" and "click on an object first" in w.last_message[1]
     w.propagate_button.setEnabled(True)
     w.propagate_button.click()                   # nothing committed

@@ -121,7 +121,7 @@ class PromptLayers:
         for name in self.names:
             layer = self._get(name)
             if layer is not None and int(layer.ndim) != nd:
-                self.viewer.layers.remove(name)
+                self.viewer.layers.remove(layer)
         pts, shp = self.points, self.shapes
         if pts is None:
             pts = self._add_points(image_layer, nd)
