@@ -255,3 +255,30 @@ def test_cancel_stops_embedding_at_the_next_slice(viewer, qtbot, demo_unsamv2):
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
     assert 1 <= w.predictor.cache.misses < 12 and max(seen) < 12   # embeddings computed before it stopped
     assert "cancelled" in w.status.text()
+
+
+def test_refine_an_existing_label_from_a_click(viewer, qtbot, demo_unsamv2, nested_scenes):
+    scene = nested_scenes[2]
+    viewer.add_image(scene.image, name="cells")
+    rough = np.zeros(scene.image.shape, np.int32)
+    rough[scene.masks[1][0]] = 4                  # label 4 = only the nucleus of a cell
+    labels = viewer.add_labels(rough.copy(), name="my labels")
+    w = open_widget(viewer, demo_unsamv2)
+    show(viewer)
+    wait_ready(w, qtbot)
+    assert w.image_layer.name == "cells"
+    w.labels_combo.setCurrentText("my labels")
+    w.refine_check.setChecked(True)
+    w.granularity = 1.0
+    click(viewer, scene.centers[0])
+    mask = wait_preview(w, qtbot)
+    req = w.preview_request
+    assert req.refine_label == 4 and req.mask_input.shape[0] == 1
+    assert "C replaces label 4" in w.status.text()
+    with qtbot.waitSignal(w.committed, timeout=TIMEOUT_MS) as sig:
+        key(viewer, Qt.Key.Key_C)
+    assert sig.args == [4] and set(np.unique(labels.data)) == {0, 4}   # refined in place, no new id
+    np.testing.assert_array_equal(labels.data == 4, mask)
+    assert _iou(labels.data == 4, scene.masks[2][0]) > _iou(rough == 4, scene.masks[2][0])
+    labels.undo()                                 # one step back to the rough label
+    np.testing.assert_array_equal(labels.data, rough)
