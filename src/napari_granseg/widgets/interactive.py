@@ -109,6 +109,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                                          commit=lambda: self._guard(self._write_commit),
                                          cancel_commit=lambda why: self._notify("warning", why))
         self._debounce.timeout.connect(self.preview.fire)
+        self._debounce.timeout.connect(self._refresh)  # the status must not keep saying "computing"
         self._preview_task.on_any_finished(self.preview.run_finished)
         self._preview_task.on_any_finished(self._refresh)
         self.prompts = PromptLayers(self.viewer, self._prompts_changed, self._bind_keys,
