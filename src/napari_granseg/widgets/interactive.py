@@ -221,7 +221,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.predictor = predictor or make_predictor(loaded, self.precision_combo.currentText())
         self.preview.invalidate()
         demo = bool(getattr(loaded, "is_demo", False))
-        text = f"{loaded.name} on {loaded.device}"
+        text = f"{loaded.name} on {loaded.device}" + (" (DEMO model, see the banner above)" if demo else "")
         if not self.predictor.has_granularity:
             text += " | stock SAM 2: no granularity input, the slider is ignored"
         self.model_label.setText(text)
@@ -319,6 +319,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
 
         Returns the label id, or None when the commit will happen as soon as the pending preview arrives.
         """
+        if self.preview.shown is None and not self.prompts.count():
+            raise WidgetError("nothing to commit: click on an object first (prompts layer in add mode) and wait "
+                              "for the yellow preview")
         if self.preview.commit_when_ready():
             return self._write_commit()
         self._last_action = "committing as soon as the preview of the latest prompts is ready…"
@@ -394,7 +397,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             has_model, layer = self.predictor is not None, self.image_layer
             is_stack = layer is not None and int(layer.ndim) == 3
             idle = not self._task.running
-            self.commit_button.setEnabled(has_model and (self.preview.shown is not None or self.preview.busy))
+            pending = self.preview.busy and bool(self.prompts.count())
+            self.commit_button.setEnabled(has_model and (self.preview.shown is not None or pending))
             self.next_button.setEnabled(bool(self.prompts.count()) or self.preview.shown is not None)
             self.undo_button.setEnabled(self._can_undo())
             self.run_button.setEnabled(has_model and bool(self.prompts.count()))
