@@ -241,20 +241,31 @@ def test_commit_right_after_a_change_commits_the_new_preview_and_undo_status(vie
 
 
 def test_cancel_stops_embedding_at_the_next_slice(viewer, qtbot, demo_unsamv2):
+    import threading
+
     from napari_granseg.synthetic import nested_cells_stack
 
     stack, _ = nested_cells_stack(n_slices=12, size=96, seed=3, drift=1.0)
     viewer.add_image(stack, name="stack")
     w = open_widget(viewer, demo_unsamv2)
     wait_ready(w, qtbot)
-    seen = []
-    w.progress.valueChanged.connect(seen.append)
+    original, gate, calls = w.predictor.set_image, threading.Event(), []
+
+    def held_set_image(image, *args, **kwargs):
+        """The second slice's embedding is still running when Cancel is pressed (no race with the clock)."""
+        original(image, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 2:
+            gate.wait(TIMEOUT_MS / 1000)
+
+    w.predictor.set_image = held_set_image
     w.embed_all_button.click()
-    qtbot.waitUntil(lambda: len(seen) >= 1, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: len(calls) == 2, timeout=TIMEOUT_MS)
     w.cancel_button.click()
+    gate.set()
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
-    assert 1 <= w.predictor.cache.misses < 12 and max(seen) < 12   # embeddings computed before it stopped
-    assert "cancelled" in w.status.text()
+    assert len(calls) == 2 and w.predictor.cache.misses == 2   # the slice under way finished, no further one
+    assert "cancelled" in w.status.text() and w.embed_all_button.isEnabled()
 
 
 def test_refine_an_existing_label_from_a_click(viewer, qtbot, demo_unsamv2, nested_scenes):
