@@ -168,6 +168,36 @@ def test_sample_and_widget_as_the_readme_opens_them(viewer, qtbot, demo_unsamv2)
     assert mask[r, c] and mask.sum() < 0.5 * mask.size
 
 
+def _plugins_menu_action(viewer, text: str):
+    """The QAction a person clicks in napari's Plugins menu (searched through its submenus)."""
+    from qtpy.QtWidgets import QMenu
+
+    menus = [viewer.window.plugins_menu]
+    while menus:
+        menu = menus.pop()
+        for action in menu.actions():
+            if action.menu() is not None:
+                menus.append(action.menu())
+            elif text in action.text().replace("&", ""):
+                return action
+        menus += [m for m in menu.findChildren(QMenu) if m not in menus and m is not menu]
+    raise AssertionError(f"no Plugins menu entry containing {text!r}")
+
+
+def test_image_then_plugins_menu(viewer, qtbot, demo_unsamv2, nested_scenes):
+    from napari_granseg.widgets.interactive import InteractiveWidget
+
+    scene = nested_scenes[3]
+    viewer.add_image(scene.image, name="cells")
+    _plugins_menu_action(viewer, WIDGET).trigger()
+    qtbot.waitUntil(lambda: bool(viewer.window._qt_window.findChildren(InteractiveWidget)), timeout=TIMEOUT_MS)
+    (w,) = viewer.window._qt_window.findChildren(InteractiveWidget)
+    w.model = demo_unsamv2
+    show(viewer)
+    wait_ready(w, qtbot)
+    _cell_click_checks(w, viewer, qtbot, scene)
+
+
 def test_box_and_scribble_prompts_from_the_canvas(viewer, qtbot, demo_unsamv2, nested_scenes):
     scene = nested_scenes[0]
     viewer.add_image(scene.image, name="cells")
