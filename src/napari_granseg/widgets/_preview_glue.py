@@ -3,8 +3,8 @@
 Why apart from :mod:`._preview`: that module holds the rules (which result may be shown, when a commit may
 happen) without napari; this mixin does the napari and model work they call for:
 
-- ``_snapshot`` reads the prompt layers on the GUI thread (cheap: no full-size copy; the slice itself is
-  read in the worker), with the stack's intensity range for slices of a stack and, in "refine" mode, the
+- ``_snapshot`` reads the prompt layers on the GUI thread (cheap: no full-size copy; the slice itself, and
+  the first time the stack's intensity range, are read in the worker) and, in "refine" mode, the
   clicked label as the starting mask (``mask_input``, low-res logits);
 - ``_launch`` runs the decoder in a thread worker under the predictor's lock, yields the exact mask first,
   then decodes the g sweep in small chunks, stopping as soon as the request is stale;
@@ -56,14 +56,14 @@ class PreviewGlue:
                                     f" and are ignored: delete them (prompts layer, select mode S, then Delete)")
         g = self.granularity if self.predictor.has_granularity else None
         mask_input, refine = self._refine_input(index, prompts)
-        intensity = None
-        if index:
+        intensity, extra = None, {}
+        if index:  # one intensity range per stack, computed once (in the worker: it reads the stack)
             key = (layer.name, spatial_shape(layer))
             intensity = self._intensity.get(key)
             if intensity is None:
-                intensity = self._intensity[key] = stack_intensity(stack_data(layer))
+                extra = {"stack": stack_data(layer), "intensity_key": key}
         return PreviewRequest(serial, layer.name, index, self.current_slice_image(layer, index), prompts.points_xy,
-                              prompts.point_labels, g, prompts.box, mask_input, refine, intensity)
+                              prompts.point_labels, g, prompts.box, mask_input, refine, intensity, extra)
 
     def _refine_input(self, index, prompts) -> tuple[np.ndarray | None, int | None]:
         """Low-res logits of the existing label under the first positive click ("refine" on), else (None, None)."""
@@ -92,6 +92,9 @@ class PreviewGlue:
 
         def job(is_cancelled):
             image = np.asarray(req.image)
+            if "stack" in req.extra:
+                req.intensity = stack_intensity(req.extra.pop("stack"))
+                yield ("intensity", req.extra["intensity_key"], req.intensity)
             if not is_cached(pred, image, req.intensity):
                 yield Progress(0, 0, "computing the embedding of this " + ("slice…" if req.index else "image…"))
             masks, ious, _ = predict(image, req.granularity)
@@ -109,6 +112,8 @@ class PreviewGlue:
         def yielded(item):
             if isinstance(item, PreviewResult):
                 self.preview.offer(item)
+            elif item[0] == "intensity":
+                self._intensity[item[1]] = item[2]
             else:
                 self.preview.store_sweep(*item[1:])
 

@@ -101,17 +101,21 @@ def embedding_order(n: int, current: int, image_size: int,
 
 def embed_job(predictor, stack, order: list[int], intensity: tuple[float, float] | None = None
               ) -> Callable[[Callable[[], bool]], Generator]:
-    """A background job embedding ``stack[i]`` for i in ``order``; stops at the next slice when cancelled."""
+    """A background job embedding ``stack[i]`` for i in ``order``; stops at the next slice when cancelled.
+
+    intensity: the stack's (lo, hi); None = computed by the job from the stack (one range for all slices).
+    """
     lock = predictor_lock(predictor)
 
     def job(is_cancelled):
+        rng = stack_intensity(stack) if intensity is None else intensity  # read here, not on the GUI thread
         done = 0
         for i in order:
             if is_cancelled():
                 return done
             image = np.asarray(stack[i])
             with lock:
-                set_image(predictor, image, intensity)
+                set_image(predictor, image, rng)
             done += 1
             yield Progress(done, len(order), f"embedded slice {i} ({done}/{len(order)})")
         return done
@@ -163,10 +167,7 @@ class StackActions:
             self._notify("warning", f"embedding the {len(order)} slices nearest to the current one of "
                                     f"{stack.shape[0]} (memory budget); others are embedded on first use")
         pred.cache.max_items = max(pred.cache.max_items, len(order))
-        key = (layer.name, spatial_shape(layer))
-        intensity = self._intensity.get(key)
-        if intensity is None:
-            intensity = self._intensity[key] = stack_intensity(stack)
+        intensity = self._intensity.get((layer.name, spatial_shape(layer)))  # None: computed in the job
 
         def finished(count):
             self._last_action = f"{count} slice embeddings cached: clicks on them only run the decoder"
