@@ -97,7 +97,7 @@ def test_negative_click_is_recorded_and_sent_to_the_model(widget_with, qtbot, ne
     far = np.argmax((rr - row) ** 2 + (cc - col) ** 2)
     _click(w, qtbot, (rr[far], cc[far]), positive=False)
     assert w.prompts_layer.features["positive"].tolist() == [True, False]
-    request, mask = w._preview
+    request, mask = w.preview_request, w.preview_mask
     assert request.point_labels.tolist() == [1, 0]     # the sign reaches the model ...
     np.testing.assert_allclose(request.points_xy[1], [cc[far], rr[far]])   # ... as (x, y)
     assert mask.sum() > 0 and w.predictor.cache.misses == 1
@@ -135,7 +135,8 @@ def test_commit_adds_a_new_label_without_touching_others_and_undo_restores(widge
 def test_user_mistakes_become_notifications(make_napari_viewer, qtbot, trained_unsamv2):
     viewer = make_napari_viewer()
     w = InteractiveWidget(viewer, model=trained_unsamv2)
-    w.commit_button.click()                      # nothing to commit
+    assert not w.commit_button.isEnabled()       # nothing to commit: the button cannot act ...
+    w._guard(w.commit)                           # ... and the C key says why
     assert w.last_message[0] == "error" and "click on an object first" in w.last_message[1]
     w.propagate_button.setEnabled(True)
     w.propagate_button.click()                   # nothing committed

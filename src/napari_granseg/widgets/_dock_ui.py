@@ -1,0 +1,176 @@
+"""The controls of the interactive dock widget: layout, tooltips, the help panel and the shortcut table.
+
+Why apart from the dock's logic: the layout is long and flat; keeping it here leaves the dock module to its
+behaviour. Every control gets a tooltip; the help panel lists the shortcuts (the same table is bound on the
+prompt layers and quoted in docs/widgets.md).
+"""
+from __future__ import annotations
+
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
+                            QPushButton, QSizePolicy, QVBoxLayout)
+
+__all__ = ["SHORTCUTS", "shortcuts_text", "build_ui"]
+
+G_STEP = 0.05
+
+#: (key as napari writes it, action, description). Bound on the prompt layers (active while clicking).
+SHORTCUTS: tuple[tuple[str, str, str], ...] = (
+    ("Shift+click", "", "negative click (in the prompts layer's add mode)"),
+    ("C", "commit", "commit the preview as a new label (then start the next object)"),
+    ("N", "next_object", "next object: discard the current prompts and preview"),
+    ("T", "toggle_negative", "toggle negative clicks"),
+    (".", "granularity_up", f"granularity + {G_STEP}"),
+    (",", "granularity_down", f"granularity - {G_STEP}"),
+    ("K", "mode_click", "click mode: clicks are point prompts"),
+    ("B", "mode_box", "box mode: drag a rectangle around the object"),
+    ("D", "mode_scribble", "scribble mode: draw a line over the object"),
+    ("R", "run", "run the prompts placed so far (when the live preview is off)"),
+    ("Shift+P", "propagate", "propagate the last committed object through the stack"),
+    ("Control+Z", "undo", "undo the last commit/propagation (in the target labels layer)"),
+    ("Control+Shift+Z", "redo", "redo"),
+)
+
+
+def shortcuts_text() -> str:
+    """The shortcut list shown in the help panel (and docs/widgets.md)."""
+    return "Shortcuts (while a granseg prompt layer is selected):\n" + "\n".join(
+        f"  {k}: {d}" for k, _, d in SHORTCUTS)
+
+
+def _button(text: str, tip: str, checkable: bool = False) -> QPushButton:
+    b = QPushButton(text)
+    b.setToolTip(tip)
+    b.setCheckable(checkable)
+    return b
+
+
+def build_ui(w) -> None:
+    """Create the controls as attributes of the dock ``w`` (no signal is connected here)."""
+    from superqt import QLabeledDoubleSlider
+
+    from .. import zoo
+
+    outer = QVBoxLayout(w)
+    w.demo_banner = QLabel("")
+    w.demo_banner.setWordWrap(True)
+    w.demo_banner.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    w.demo_banner.setStyleSheet("background: #b36b00; color: white; font-weight: bold; padding: 4px;")
+    w.demo_banner.setToolTip("the demo model is tiny and trained on synthetic cells: fine to try the widget, not "
+                             "for real images")
+    w.demo_banner.setVisible(False)
+    outer.addWidget(w.demo_banner)
+
+    form = QFormLayout()
+    w.image_combo = QComboBox()
+    w.image_combo.setToolTip("the image to segment; its prompts layers follow it")
+    w.labels_combo = QComboBox()
+    w.labels_combo.setToolTip("where commits are written (a new 'granseg labels' layer by default)")
+    form.addRow("Image", w.image_combo)
+    form.addRow("Labels", w.labels_combo)
+
+    w.model_combo = QComboBox()
+    w.model_combo.setEditable(True)
+    w.model_combo.addItems([n for n, s in zoo.ZOO.items() if s.kind in ("unsamv2", "sam2")])
+    w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file")
+    try:
+        w.model_combo.setCurrentText(zoo.default_model_name("unsamv2"))
+    except Exception:  # pragma: no cover - never block the UI on the zoo
+        w.model_combo.setCurrentText("unsamv2-demo")
+    w.device_combo = QComboBox()
+    w.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
+    w.device_combo.setToolTip("where the model runs (auto: CUDA, then Apple MPS, then CPU)")
+    w.precision_combo = QComboBox()
+    w.precision_combo.addItems(["auto", "fp32", "bf16"])
+    w.precision_combo.setToolTip("auto: bfloat16 where the hardware supports it (faster); fp32: exactly the "
+                                 "official float32 computation; bf16: always bfloat16")
+    w.load_button = _button("Load", "load the model named on the left (in the background)")
+    row = QHBoxLayout()
+    row.addWidget(w.model_combo, 1)
+    row.addWidget(w.device_combo)
+    row.addWidget(w.precision_combo)
+    row.addWidget(w.load_button)
+    form.addRow("Model", row)
+    w.model_label = QLabel("no model loaded")
+    w.model_label.setWordWrap(True)
+    w.model_label.setToolTip("the model in use and its device")
+    form.addRow("", w.model_label)
+
+    w.granularity_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+    w.granularity_slider.setRange(0.1, 1.0)
+    w.granularity_slider.setSingleStep(0.01)
+    w.granularity_slider.setDecimals(2)
+    w.granularity_slider.setValue(0.5)
+    w.granularity_slider.setToolTip("0.1 = the smallest part under the click ... 1.0 = the whole object "
+                                    "(keys . and ,)")
+    form.addRow("Granularity", w.granularity_slider)
+
+    modes = QHBoxLayout()
+    w.mode_buttons = {
+        "click": _button("Click (K)", "clicks are point prompts (Shift+click: negative)", True),
+        "box": _button("Box (B)", "drag a rectangle around the object", True),
+        "scribble": _button("Scribble (D)", "draw a line over the object; points along it become prompts", True),
+    }
+    w.mode_buttons["click"].setChecked(True)
+    for b in w.mode_buttons.values():
+        modes.addWidget(b)
+    form.addRow("Prompt", modes)
+    w.negative_check = QCheckBox("negative (T)")
+    w.negative_check.setToolTip("new clicks and scribbles mark background (or hold Shift while clicking)")
+    w.live_check = QCheckBox("live preview")
+    w.live_check.setChecked(True)
+    w.live_check.setToolTip("preview after every prompt; off: place several prompts, then press Run (R)")
+    w.refine_check = QCheckBox("refine label")
+    w.refine_check.setToolTip("a click on an existing label of the Labels layer starts from that label's mask; "
+                              "commit then replaces that label")
+    checks = QHBoxLayout()
+    for c in (w.negative_check, w.live_check, w.refine_check):
+        checks.addWidget(c)
+    form.addRow("", checks)
+    outer.addLayout(form)
+
+    buttons = QHBoxLayout()
+    w.run_button = _button("Run (R)", "preview all prompts placed so far")
+    w.commit_button = _button("Commit (C)", "write the preview into the Labels layer as a new label "
+                                            "(waits for a preview still being computed)")
+    w.next_button = _button("Next (N)", "discard the current prompts and preview")
+    w.undo_button = _button("Undo", "undo the last commit or propagation (Ctrl+Z in the labels layer)")
+    for b in (w.run_button, w.commit_button, w.next_button, w.undo_button):
+        buttons.addWidget(b)
+    outer.addLayout(buttons)
+
+    stack_box = QGroupBox("Stacks (z or t)")
+    stack_row = QHBoxLayout(stack_box)
+    w.embed_all_button = _button("Embed all slices", "compute every slice's embedding now, so clicks on any "
+                                                     "slice only run the fast decoder")
+    w.propagate_button = _button("Propagate (Shift+P)", "follow the last committed object through the stack")
+    stack_row.addWidget(w.embed_all_button)
+    stack_row.addWidget(w.propagate_button)
+    outer.addWidget(stack_box)
+
+    w.preview_busy = QProgressBar()
+    w.preview_busy.setMaximumHeight(6)
+    w.preview_busy.setTextVisible(False)
+    w.preview_busy.setToolTip("the preview is being computed")
+    w.progress = QProgressBar()
+    w.progress.setToolTip("progress of the running task")
+    w.cancel_button = _button("Cancel", "stop the running task (at the next slice)")
+    prow = QHBoxLayout()
+    prow.addWidget(w.progress, 1)
+    prow.addWidget(w.cancel_button)
+    outer.addWidget(w.preview_busy)
+    outer.addLayout(prow)
+    w.status = QLabel("")
+    w.status.setWordWrap(True)
+    w.status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+    w.status.setToolTip("what happened last and what to do next")
+    outer.addWidget(w.status)
+
+    w.help_button = _button("Help: shortcuts", "show or hide the list of shortcuts", True)
+    w.help_label = QLabel(shortcuts_text())
+    w.help_label.setWordWrap(True)
+    w.help_label.setVisible(False)
+    w.help_button.toggled.connect(w.help_label.setVisible)
+    outer.addWidget(w.help_button)
+    outer.addWidget(w.help_label)
+    outer.addStretch(1)
