@@ -38,8 +38,7 @@ def _make_images(folder: Path, n: int, size: int) -> None:
 def _clear_embedding_caches() -> None:
     from napari_granseg import api
 
-    for pred in list(api._predictors.values()):
-        pred.cache.clear()
+    api.release_models()  # predictors (and their embeddings) go with the models the API loaded
 
 
 def main(argv=None) -> dict:

@@ -54,7 +54,7 @@ def main(argv=None) -> None:
 
     stock = SAM2ImagePredictor(stock_model.module)
     ours = gs.GranularityPredictor(model, cache_size=2)
-    ours_fp32 = gs.GranularityPredictor(model, cache_size=2, autocast=False)
+    ours_fp32 = gs.GranularityPredictor(model, cache_size=2, precision="fp32")
     stock._bb_feat_sizes = ours._bb_feat_sizes  # stock hard-codes 1024 px sizes; needed for reduced configs
 
     def stock_set():

@@ -124,7 +124,7 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
     stack: the stack's range, see docs/scripting.md); None: the image's own range, or the stack's for a stack.
     Overlaps go to the object with the higher logit.
     """
-    from .engine.normalize import intensity_range
+    from .engine.normalize import stack_intensity_range
     from .engine.prompts import PromptError, as_granularities
 
     image = np.asarray(image)
@@ -148,7 +148,7 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
         g = [None] * len(pos)
     plane = image if z is None else image[z]
     if intensity is None and z is not None:
-        intensity = (0.0, 255.0) if image.dtype == np.uint8 else intensity_range(image, pred.percentiles)
+        intensity = stack_intensity_range(image, pred.percentiles)
     out = np.zeros(plane.shape[:2], np.int32)
     best = np.full(out.shape, -np.inf, np.float32)
     with pred.lock:

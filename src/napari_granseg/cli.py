@@ -241,21 +241,22 @@ def _stack_output(stack: Path, out: str | None) -> Path:
 
 
 def _models(as_json: bool) -> int:
-    from .zoo import ZOO, cache_dir, checkpoint_path
+    from .zoo import ZOO, cache_dir, checkpoint_path, model_status
 
     rows = []
     for spec in ZOO.values():
-        path = checkpoint_path(spec)
-        present = path.is_file() or any((cache_dir() / a).is_file() for a in spec.aliases)
-        rows.append({"name": spec.name, "kind": spec.kind, "present": present, "path": str(path),
-                     "size_mb": spec.size_mb, "description": spec.description})
+        status = model_status(spec.name)  # a web page or a changed file is never called "present"
+        rows.append({"name": spec.name, "kind": spec.kind, "present": status == "present", "status": status,
+                     "path": str(checkpoint_path(spec)), "size_mb": spec.size_mb, "description": spec.description})
     if as_json:
         print(json.dumps(rows, indent=1))
         return 0
     print(f"cache: {cache_dir()} (set GRANSEG_CACHE_DIR to change)")
     for r in rows:
-        mark = "present" if r["present"] else "missing"
+        mark = r["status"] if r["present"] or r["status"] == "missing" else "PROBLEM"
         print(f"{r['name']:24s} {r['kind']:8s} {mark:8s} {r['path']}\n    {r['description']}")
+        if mark == "PROBLEM":
+            print(f"    {r['status']}")
     return 0
 
 

@@ -12,7 +12,8 @@ from granseg_training.sansa.cli import main as cli_main
 from granseg_training.sansa.data import FolderEpisodes, SyntheticEpisodes
 from granseg_training.sansa.losses import dice_loss, sigmoid_focal_loss
 from napari_granseg.checkpoints import read_state_dict
-from napari_granseg.models.sansa import build_sansa_model, is_adapter_key
+from napari_granseg.loading import load_sansa
+from napari_granseg.models.sansa import is_adapter_key
 
 
 def _tiny(tmp_path, **kw):
@@ -44,7 +45,7 @@ def test_adapter_only_training_changes_only_adapters(tmp_path):
     state = torch.load(path, weights_only=True)
     assert set(state) >= {"model"} and all(is_adapter_key(k[4:]) for k in state["model"])
     assert len(state["model"]) == 18  # 3 adapted blocks x 6 tensors (Hiera-L: 240)
-    m = build_sansa_model("granseg_tiny.yaml", adapter_checkpoint=path)
+    m = load_sansa("granseg_tiny.yaml", adapter_checkpoint=path)
     for k, v in state["model"].items():
         assert torch.equal(m.state_dict()[k], v)
     hist = json.loads(path.with_suffix(".json").read_text())["history"]

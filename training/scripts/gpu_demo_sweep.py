@@ -24,7 +24,7 @@ def run(name: str, kw: dict, out: Path, seconds: float) -> None:
     from granseg_training.unsamv2 import UnSAMv2TrainConfig, UnSAMv2Trainer
 
     base = dict(model_config="granseg_tiny.yaml", trainable="all", data="synthetic", lr_min=1e-5, warmup_steps=50,
-                weight_decay=1e-5, correction_clicks=1, inner_click_prob=0.75, device="cuda", bf16=False,
+                weight_decay=1e-5, correction_clicks=1, inner_click_prob=0.75, device="cuda", precision="fp32",
                 seed=0, steps=5000, out_dir=str(out / name), progress=False, num_threads=4)
     base.update(kw)
     cfg = UnSAMv2TrainConfig.from_dict(base)

@@ -22,7 +22,7 @@ out = os.environ.get("OUT") or tempfile.mkdtemp(prefix="unsamv2_gpu_smoke_")
 cfg = UnSAMv2TrainConfig(model_config=model_config, trainable=os.environ.get("TRAINABLE", "all"),
                          steps=steps, batch_size=batch, lr=3e-4, lr_min=3e-5, warmup_steps=20,
                          correction_clicks=int(os.environ.get("CLICKS", "3")), inner_click_prob=0.5,
-                         scene_size=256, n_cells=[1, 4], video_prob=float(os.environ.get("VIDEO_PROB", "0")), device="cuda", bf16=True, num_workers=4,
+                         scene_size=256, n_cells=[1, 4], video_prob=float(os.environ.get("VIDEO_PROB", "0")), device="cuda", precision="bf16", num_workers=4,
                          out_dir=out, progress=True)
 trainer = UnSAMv2Trainer(cfg)
 warm = min(10, steps // 4)

@@ -110,13 +110,14 @@ def stack_intensity(path: str | os.PathLike, max_slices: int = 16) -> tuple[floa
     Reading a strided sample keeps this cheap for stacks larger than memory (a few slices, never the whole
     stack). None for uint8 stacks: they keep their natural range (0, 255), exactly as single images do.
     """
-    from ..engine.normalize import intensity_range
+    from ..engine.normalize import stack_intensity_range
 
     stack = _stack(str(path))
-    if np.dtype(stack.dtype) == np.uint8:
-        return None
-    n = int(stack.shape[0])
-    picks = np.unique(np.linspace(0, n - 1, num=min(n, max_slices)).round().astype(int))
-    sample = np.stack([np.asarray(stack[int(i)].compute(scheduler="synchronous")) for i in picks])
-    lo, hi = intensity_range(sample)
-    return float(lo), float(hi)
+
+    class _Slices:  # slice reads without dask's threads, inside a batch worker
+        dtype, shape = stack.dtype, stack.shape
+
+        def __getitem__(self, i):
+            return stack[i].compute(scheduler="synchronous")
+
+    return stack_intensity_range(_Slices(), max_slices=max_slices)

@@ -18,10 +18,15 @@ are (divided by 255), because SAM 2 was trained on natural 8-bit photographs and
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
 __all__ = ["to_model_rgb", "to_model_rgb_range", "check_image", "ImageShapeError", "intensity_range",
-           "model_input", "downsample_for_model", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_PERCENTILES"]
+           "model_input", "downsample_for_model", "stack_intensity_range", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_PERCENTILES"]
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
 #: SAM 2's (and SANSA's) input normalisation, defined once for every engine and the trainers.
@@ -88,6 +93,28 @@ def intensity_range(data: np.ndarray, percentiles: tuple[float, float] | None = 
     if sample.size == 0:
         return 0.0, 1.0
     lo, hi = np.percentile(sample, percentiles)
+    return float(lo), float(hi)
+
+
+#: Slices read to find a stack's intensity range: enough for stable percentiles, few enough for a stack larger
+#: than memory (a zarr/dask stack is never read whole for this).
+STACK_SAMPLE_SLICES = 16
+
+
+def stack_intensity_range(stack, percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
+                          max_slices: int = STACK_SAMPLE_SLICES) -> tuple[float, float] | None:
+    """The ONE (lo, hi) range every slice of a stack is scaled with; None for uint8 stacks (natural range).
+
+    ``stack``: any (Z, H, W[, C]) array-like indexable by slice (numpy, dask, zarr, a napari layer's data).
+    At most ``max_slices`` evenly spaced slices are read, so the GUI, the API and the CLI compute the same
+    range from the same slices, and a 1000-slice zarr stack costs 16 slice reads.
+    """
+    if np.dtype(stack.dtype) == np.uint8:
+        return None
+    n = int(stack.shape[0])
+    picks = np.unique(np.linspace(0, n - 1, num=min(n, max_slices)).round().astype(int))
+    sample = np.stack([np.asarray(stack[int(i)]) for i in picks])
+    lo, hi = intensity_range(sample, percentiles)
     return float(lo), float(hi)
 
 

@@ -20,7 +20,7 @@ import torch
 
 from ..devices import check_precision, precision_context
 from ..models.loaded import LoadedModel
-from .normalize import ImageShapeError, check_image, intensity_range, model_input
+from .normalize import ImageShapeError, check_image, model_input, stack_intensity_range
 from .prompts import as_box, as_granularities, as_points
 
 __all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled", "init_state_in_memory"]
@@ -33,22 +33,23 @@ class PropagationCancelled(RuntimeError):
 class InMemoryFrames:
     """A lazy sequence of SAM 2 video frames (3, S, S) made from a (T, H, W[, 3]) array.
 
-    ``intensity``: the (low, high) grey range of the whole stack (default: :func:`~.normalize.intensity_range`
+    ``intensity``: the (low, high) grey range of the whole stack (default: :func:`~.normalize.stack_intensity_range`
     of the stack, uint8: 0..255), so every slice is scaled alike, as in the preview and the CLI.
     """
 
     def __init__(self, stack: np.ndarray, image_size: int, device: torch.device | str = "cpu",
                  intensity: tuple[float, float] | None = None):
-        stack = np.asarray(stack)
-        if stack.ndim not in (3, 4) or (stack.ndim == 4 and stack.shape[-1] not in (3, 4)):
+        if not (hasattr(stack, "shape") and hasattr(stack, "dtype")):
+            stack = np.asarray(stack)  # lists; numpy, dask and zarr arrays stay as they are (read per slice)
+        if len(stack.shape) not in (3, 4) or (len(stack.shape) == 4 and stack.shape[-1] not in (3, 4)):
             raise ImageShapeError(f"expected a stack shaped (T, H, W) or (T, H, W, 3), got {stack.shape}; "
                                   f"for 4D data (T, Z, H, W) pick one time point or one z first")
-        check_image(stack[0])
+        check_image(np.asarray(stack[0]))
         self.stack = stack
         self.image_size = image_size
         self.device = torch.device(device)
         if intensity is None:
-            intensity = (0.0, 255.0) if stack.dtype == np.uint8 else intensity_range(stack)
+            intensity = stack_intensity_range(stack) or (0.0, 255.0)
         self.intensity = (float(intensity[0]), float(intensity[1]))
 
     def __len__(self) -> int:
@@ -59,7 +60,7 @@ class InMemoryFrames:
         return int(self.stack.shape[1]), int(self.stack.shape[2])
 
     def __getitem__(self, idx: int) -> torch.Tensor:
-        return model_input(self.stack[idx], self.image_size, self.device, intensity=self.intensity)[0]
+        return model_input(np.asarray(self.stack[idx]), self.image_size, self.device, intensity=self.intensity)[0]
 
 
 @dataclass
@@ -165,7 +166,7 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
                 raise ValueError("granularity needs an UnSAMv2 model; this is a stock SAM 2 model")
             g = float(as_granularities(g, name="granularity")[0])
         groups.setdefault(g, []).append(p)
-    total = 2 * len(frames) * len(groups)
+    total = (len(frames) + 1) * len(groups)  # sam2 visits the start frame in both directions
     done = 0
 
     def step():
@@ -191,5 +192,5 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
 
 def iter_slices(stack: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """(index, slice) pairs of a (T, H, W[, 3]) stack."""
-    for i in range(np.asarray(stack).shape[0]):
+    for i in range(int(stack.shape[0])):
         yield i, stack[i]

@@ -14,14 +14,11 @@ import numpy as np
 from napari_granseg.engine.fewshot import FewShotSegmenter
 from napari_granseg.synthetic import shapes_scene
 
+from ..evaluation.metrics import iou
+
 __all__ = ["CLASS_NAMES", "class_separation", "format_separation_table"]
 
 CLASS_NAMES = {1: "discs", 2: "triangles"}
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
 
 
 def class_separation(model: Any, n_references: int = 3, n_targets: int = 2, n_objects: int = 3, size: int = 128,
@@ -43,7 +40,7 @@ def class_separation(model: Any, n_references: int = 3, n_targets: int = 2, n_ob
             for _ in range(n_targets):
                 image, labels = shapes_scene(size=size, n_objects=n_objects, rng=rng)
                 pred = fs.segment(image).mask
-                scores[cls].append((_iou(pred, labels == cls), _iou(pred, labels == 3 - cls)))
+                scores[cls].append((iou(labels == cls, pred), iou(labels == 3 - cls, pred)))
     return {cls: tuple(float(v) for v in np.mean(s, axis=0)) for cls, s in scores.items()}
 
 

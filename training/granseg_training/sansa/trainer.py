@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import random
 import time
 from pathlib import Path
 
@@ -20,8 +18,11 @@ import torch.nn.functional as F
 from napari_granseg.checkpoints import save_checkpoint
 from napari_granseg.engine.episode import build_memory, target_step
 from napari_granseg.engine.fewshot_input import preprocess_image, preprocess_mask
-from napari_granseg.models.sansa import SansaModel, build_sansa_model, sansa_adapter_state_dict
+from napari_granseg.loading import load_sansa
+from napari_granseg.models.sansa import SansaModel, sansa_adapter_state_dict
 
+from ..schedule import warmup_cosine_factor, warmup_cosine_schedule
+from ..seeding import seed_everything
 from .config import SansaTrainConfig
 from .data import Episode, make_episodes
 from .episodes import encode_batch, split_batch
@@ -31,12 +32,6 @@ from .prompts import PROMPT_KINDS, mask_box, point_inputs, sample_points, sample
 __all__ = ["SansaTrainer", "train_sansa"]
 
 log = logging.getLogger(__name__)
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
 
 
 def _device(name: str) -> torch.device:
@@ -50,17 +45,18 @@ class SansaTrainer:
 
     def __init__(self, cfg: SansaTrainConfig, model: SansaModel | None = None):
         self.cfg = cfg
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = _device(cfg.device)
-        self.model = model if model is not None else build_sansa_model(
+        self.model = model if model is not None else load_sansa(
             cfg.model_config, base_checkpoint=cfg.base_checkpoint, adapter_checkpoint=cfg.init_adapters,
             channel_factor=None if cfg.init_adapters else cfg.channel_factor, overrides=cfg.overrides)
         self.model.to(self.device)
         self.n_trainable = self.model.set_trainable(cfg.trainable)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        self.scheduler = warmup_cosine_schedule(self.optimizer, cfg.steps, cfg.warmup_steps, cfg.lr_min)
         self.episodes = make_episodes(cfg)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
@@ -72,13 +68,9 @@ class SansaTrainer:
         return self.model.sam
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up, then cosine from lr to lr_min per iteration."""
+        """The learning rate of optimiser step ``step`` (linear warm-up, then cosine to lr_min; see schedule)."""
         cfg = self.cfg
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        span = max(1, cfg.steps - cfg.warmup_steps)
-        t = min(1.0, (step - cfg.warmup_steps) / span)
-        return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * t))
+        return cfg.lr * warmup_cosine_factor(step, cfg.steps, cfg.warmup_steps, cfg.lr, cfg.lr_min)
 
     # ------------------------------------------------------------------------------------------ batching
     def _frame_tensors(self, image: np.ndarray, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -136,8 +128,6 @@ class SansaTrainer:
 
     def train_step(self, batch: dict) -> dict[str, float]:
         self.model.train()
-        for g in self.optimizer.param_groups:
-            g["lr"] = self.lr_at(self.step)
         logits = self.episode_logits(batch)
         all_mask = all(p["kind"] == "mask" for p in batch["prompts"])
         first = 1 if all_mask else 0  # mask-prompted frame 0 just echoes its mask: no loss there (upstream)
@@ -148,14 +138,16 @@ class SansaTrainer:
         losses["loss"].backward()
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], self.cfg.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
+        self.scheduler.step()
         with torch.no_grad():
             q = logits[-1]
             q = F.interpolate(q, size=batch["gts"][-1].shape[-2:], mode="bilinear", align_corners=False) > 0
             g = batch["gts"][-1]
             iou = ((q & g).flatten(1).sum(1).float() / (q | g).flatten(1).sum(1).clamp(min=1).float()).mean()
         self.step += 1
-        return {"step": self.step, "lr": self.lr_at(self.step - 1), "loss": float(losses["loss"].detach()),
+        return {"step": self.step, "lr": lr, "loss": float(losses["loss"].detach()),
                 "focal": float(losses["focal"].detach()), "dice": float(losses["dice"].detach()), "query_iou": float(iou)}
 
     def fit(self, steps: int | None = None) -> list[dict[str, float]]:
