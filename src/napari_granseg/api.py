@@ -112,7 +112,9 @@ def _napari_points(points, image: np.ndarray) -> tuple[np.ndarray, int | None]:
 def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: float | Sequence[float] = 0.5,
             model: LoadedModel | str | None = None, labels: Sequence[int] | None = None,
             refine: bool = False, precision: str = "auto",
-            intensity: tuple[float, float] | None = None) -> np.ndarray:
+            intensity: tuple[float, float] | None = None, *, channels: int | Sequence[int] | None = None,
+            channel_axis: int | None = None, scale: str = "auto", tile: int | None = None,
+            scheduler=None) -> np.ndarray:
     """Segment one object per positive point at ``granularity`` and return an int32 label image (ids 1..n).
 
     points: ``[(row, col), ...]`` (napari order). On a (Z, H, W[, 3]) stack give napari ``(z, row, col)``
@@ -123,11 +125,26 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
     precision: "auto" | "fp32" | "bf16". intensity: the (low, high) grey range to scale with (a slice of a
     stack: the stack's range, see docs/scripting.md); None: the image's own range, or the stack's for a stack.
     Overlaps go to the object with the higher logit.
+
+    channels / channel_axis: for a multi-channel image, the channel the model sees (``channels=1``) or a
+    composite of up to three (``channels=(0, 2)``); see :mod:`napari_granseg.engine.channels`.
+    scale: "auto" | "tile" | "downscale" and tile (pixels, default the model's input size): large images are
+    segmented at their own pixel scale in tiles (:mod:`napari_granseg.engine.tiling`); with tiling, negative
+    clicks count for the objects within half a tile of them.
+    scheduler: a dask scheduler address (or a session from ``napari_granseg.remote.connect``): the work runs
+    on that machine's GPU worker and the same labels come back (docs/remote.md).
     """
     from .engine.normalize import stack_intensity_range
     from .engine.prompts import PromptError, as_granularities
+    from .engine.tiling import TiledPredictor, choose_scale
 
-    image = np.asarray(image)
+    if scheduler is not None:
+        from .remote import session_for
+
+        return session_for(scheduler).segment(image, points, granularity, model=model, labels=labels,
+                                              refine=refine, precision=precision, intensity=intensity,
+                                              channels=channels, channel_axis=channel_axis, scale=scale, tile=tile)
+    image, intensity = _with_channels(np.asarray(image), channels, channel_axis, intensity)
     pts, z = _napari_points(points, image)
     if labels is None:
         lab = np.ones(len(pts), int)
@@ -151,13 +168,17 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
         intensity = stack_intensity_range(image, pred.percentiles)
     out = np.zeros(plane.shape[:2], np.int32)
     best = np.full(out.shape, -np.inf, np.float32)
+    tiled = choose_scale(plane.shape[:2], int(pred.model.image_size), scale) == "tile"
+    engine = TiledPredictor(pred, tile) if tiled else pred
     with pred.lock:
-        pred.set_image(plane, intensity=intensity)
+        engine.set_image(plane, intensity=intensity)
         for obj_id, ((row, col), g_obj) in enumerate(zip(pos, g), start=1):
-            xy = [[col, row]] + [[c, r] for r, c in neg]
-            lb = [1] + [0] * len(neg)
-            logits, _, _ = pred.predict(xy, lb, granularity=None if g_obj is None else float(g_obj),
-                                        return_logits=True, refine=refine)
+            near = [(r, c) for r, c in neg
+                    if not tiled or max(abs(r - row), abs(c - col)) < engine.tile / 2]
+            xy = [[col, row]] + [[c, r] for r, c in near]
+            lb = [1] + [0] * len(near)
+            logits, _, _ = engine.predict(xy, lb, granularity=None if g_obj is None else float(g_obj),
+                                          return_logits=True, refine=refine)
             lg = logits[0]
             take = (lg > pred.mask_threshold) & (lg > best)
             out[take] = obj_id
@@ -170,17 +191,49 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
 
 
 def segment_everything(image: np.ndarray, granularity: float = 0.5, model: LoadedModel | str | None = None,
-                       precision: str = "auto", intensity: tuple[float, float] | None = None,
-                       **settings) -> np.ndarray:
+                       precision: str = "auto", intensity: tuple[float, float] | None = None, *,
+                       channels: int | Sequence[int] | None = None, channel_axis: int | None = None,
+                       scale: str = "auto", tile: int | None = None, scheduler=None, **settings) -> np.ndarray:
     """Instance labels of the whole image at ``granularity`` (see :mod:`napari_granseg.engine.automatic`).
 
     ``intensity``: the (low, high) grey range (a stack's, for a slice); handed to the automatic engine,
-    which scales every crop with it. ``settings``: fields of ``AutomaticSettings`` (unknown names are errors).
+    which scales every crop with it. ``settings``: fields of ``AutomaticSettings`` (unknown names are errors),
+    ``progress``/``cancel`` callbacks. ``channels``, ``scale``/``tile`` and ``scheduler`` as in :func:`segment`:
+    with tiling every tile is segmented at the image's own pixel scale and objects are stitched across tiles.
     """
     from .engine.automatic import segment_everything as _everything
+    from .engine.tiling import choose_scale, segment_everything_tiled
 
+    if scheduler is not None:
+        from .remote import session_for
+
+        return session_for(scheduler).segment_everything(
+            image, granularity, model=model, precision=precision, intensity=intensity, channels=channels,
+            channel_axis=channel_axis, scale=scale, tile=tile, **settings)
+    image, intensity = _with_channels(np.asarray(image), channels, channel_axis, intensity)
     pred = get_predictor(model, precision=precision)
-    if intensity is not None:
-        settings["intensity"] = intensity
+    tiled = choose_scale(image.shape[:2], int(pred.model.image_size), scale) == "tile"
+    if tiled and settings.get("return_info"):
+        raise ValueError("return_info=True is not available with tiling: pass scale='downscale', or drop "
+                         "return_info")
     with pred.lock:
+        if tiled:
+            return segment_everything_tiled(pred, image, granularity, tile=tile, intensity=intensity, **settings)
+        if intensity is not None:
+            settings["intensity"] = intensity
         return _everything(pred, image, granularity=granularity, **settings)
+
+
+def _with_channels(image: np.ndarray, channels, channel_axis, intensity):
+    """The image the model sees for a ``channels`` choice, and the intensity range that goes with it (a
+    composite is already scaled to [0, 1] per channel)."""
+    from .engine.channels import select_channels
+
+    if channels is None and channel_axis is None:
+        if image.ndim == 3 and image.shape[-1] == 2 or image.ndim == 3 and image.shape[-1] == 5:
+            select_channels(image)  # raises: a multi-channel image needs a channel choice
+        return image, intensity
+    out = select_channels(image, channels, channel_axis)
+    if out.ndim == 3 and out.dtype == np.float32 and out is not image:
+        return out, (0.0, 1.0)
+    return out, intensity

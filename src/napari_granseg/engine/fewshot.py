@@ -83,8 +83,18 @@ class FewShotSegmenter:
     >>> fs = FewShotSegmenter(model); fs.add_reference(img0, mask=m0); res = fs.segment(img5)
     """
 
+    def __new__(cls, model=None, *args, scheduler=None, **kwargs):
+        """``scheduler=ADDRESS`` gives the same segmenter running on a remote GPU worker (docs/remote.md)."""
+        if scheduler is not None:
+            from ..remote import session_for
+
+            if args:
+                raise TypeError("with scheduler=, pass the segmenter's settings by name (image_size=...)")
+            return session_for(scheduler).fewshot(model, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, model: Any, image_size: int | None = 640, precision: str = "auto",
-                 intensity_range: tuple[float, float] | None = None):
+                 intensity_range: tuple[float, float] | None = None, scheduler=None):
         module = getattr(model, "module", model)
         kind = getattr(model, "kind", "sansa")
         if kind != "sansa" or not hasattr(module, "sam"):

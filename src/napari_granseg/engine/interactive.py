@@ -68,10 +68,21 @@ class GranularityPredictor(SAM2ImagePredictor):
     ``set_image`` + ``predict`` pair when several threads (console, widget worker, batch) share the predictor.
     """
 
+    def __new__(cls, model=None, *args, scheduler=None, **kwargs):
+        """``scheduler=ADDRESS`` gives the same predictor running on a remote GPU worker (docs/remote.md):
+        a :class:`napari_granseg.remote.proxies.RemotePredictor` with the same calls and results."""
+        if scheduler is not None:
+            from ..remote import session_for
+
+            if args:
+                raise TypeError("with scheduler=, pass the predictor's settings by name (precision=...)")
+            return session_for(scheduler).predictor(model, **kwargs)
+        return super().__new__(cls)
+
     def __init__(self, model: LoadedModel | torch.nn.Module, precision: str = "auto", mask_threshold: float = 0.0,
                  cache_size: int = 8, disk_cache_dir=None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
                  percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
-                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0):
+                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, scheduler=None):
         self.loaded = model if isinstance(model, LoadedModel) else None
         module = model.module if isinstance(model, LoadedModel) else model
         if not hasattr(module, "forward_image"):
