@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from napari_granseg.engine.automatic import (AutomaticSettings, Cancelled, _remove_small_regions, generate,
-                                             records_to_labels, segment_everything, segment_everything_stack)
+from napari_granseg.engine.automatic import (AutomaticSettings, Cancelled, generate, records_to_labels,
+                                             segment_everything, segment_everything_stack)
+from napari_granseg.engine.automatic.postprocess import remove_small_regions
 from napari_granseg.engine.interactive import GranularityPredictor
 from napari_granseg.synthetic import nested_cells_scene
 from napari_granseg.zoo import load_model
@@ -48,11 +49,12 @@ def test_same_masks_as_sam2_generator(stock, rgb8, use_m2m):
     # thresholds at the medians of an unfiltered run, so that both filters really remove masks
     base = dict(points_per_side=6, points_per_batch=10, mask_threshold=0.0, stability_score_offset=0.7,
                 box_nms_thresh=0.9, use_m2m=use_m2m)
-    raw = generate(pred, rgb8, None, AutomaticSettings(**base, pred_iou_thresh=0.0, stability_score_thresh=0.0))
+    raw = generate(pred, rgb8, None, AutomaticSettings(**base, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+                   precision="fp32")
     kw = dict(base, pred_iou_thresh=float(np.median([r["predicted_iou"] for r in raw])) - 1e-6,
               stability_score_thresh=float(np.median([r["stability_score"] for r in raw])))
     ref = _sam2_generator(stock, pred, **kw).generate(rgb8)
-    ours = generate(pred, rgb8, None, AutomaticSettings(**kw))
+    ours = generate(pred, rgb8, None, AutomaticSettings(**kw), precision="fp32")
     assert 0 < len(ours) < len(raw)
     assert len(ours) == len(ref)
     for a, b in zip(ref, ours):
@@ -132,9 +134,9 @@ def test_small_region_cleanup_matches_sam_semantics():
     m[5:25, 5:25] = True
     m[10, 10] = False  # a 1-pixel hole
     m[0, 28] = True  # a 1-pixel island
-    filled, changed = _remove_small_regions(m, 4, "holes")
+    filled, changed = remove_small_regions(m, 4, "holes")
     assert changed and filled[10, 10]
-    cleaned, changed = _remove_small_regions(filled, 4, "islands")
+    cleaned, changed = remove_small_regions(filled, 4, "islands")
     assert changed and not cleaned[0, 28] and cleaned.sum() == 400
 
 
