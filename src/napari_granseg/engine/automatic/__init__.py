@@ -9,7 +9,7 @@ upsampling masks that are thrown away (``benchmarks/automatic_vs_sam2.py``).
 The package in three steps, each in its own module:
 
 - :mod:`.settings`: :class:`AutomaticSettings`, device presets, a model's recommended settings, the g check;
-- :mod:`.generate`: the model calls (lock, precision, batches, progress, cancel);
+- :mod:`.decoding`: the model calls (lock, precision, batches, progress, cancel);
 - :mod:`.postprocess`: filters, NMS, small regions, records and instance labels.
 
 Public entry points: :func:`segment_everything` (labels), :func:`segment_everything_stack` (a z/t stack),
@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..normalize import check_image
-from .generate import Cancel, Cancelled, Progress, generate_masks, model_session
+from .decoding import Cancel, Cancelled, Progress, generate_masks, model_session
 from .postprocess import MaskResult, records_to_labels, to_labels, to_records
 from .settings import AutomaticSettings, default_thresholds, granularity_values, model_defaults, resolve_settings
 

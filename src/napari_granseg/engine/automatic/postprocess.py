@@ -213,7 +213,8 @@ def _to_full(mask: np.ndarray, crop_box: list[int], orig_hw: tuple[int, int]) ->
 
 
 def to_records(result: MaskResult) -> list[dict]:
-    """sam2's ``binary_mask`` records, one per mask, in the generator's order (see :func:`generate`)."""
+    """sam2's ``binary_mask`` records, one per mask, in the generator's order (the records
+    ``napari_granseg.engine.automatic.generate`` returns)."""
     records = []
     d = result.data
     for i, mask, crop_box in result.iter_masks():

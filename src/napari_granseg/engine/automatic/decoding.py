@@ -31,7 +31,8 @@ from .postprocess import (MaskResult, cleanup_small_regions, empty_mask_data, fi
                           suppress_within_crop)
 from .settings import AutomaticSettings
 
-__all__ = ["Cancelled", "Progress", "Cancel", "model_session", "generate_masks", "check_cancel"]
+__all__ = ["Cancelled", "Progress", "Cancel", "check_cancel", "model_session", "decode_points", "count_batches",
+           "generate_masks"]
 
 #: progress(done, total): called with (0, total) first, then after every decoder batch
 Progress = Callable[[int, int], None]
