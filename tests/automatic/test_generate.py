@@ -2,12 +2,15 @@
 settings presets, progress/cancel, embedding reuse, painting order, stacks."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 
-from napari_granseg.engine.automatic import (AutomaticSettings, Cancelled, _remove_small_regions, generate,
-                                             records_to_labels, segment_everything, segment_everything_stack)
+from napari_granseg.engine.automatic import (AutomaticSettings, Cancelled, generate, records_to_labels,
+                                             segment_everything, segment_everything_stack)
+from napari_granseg.engine.automatic.postprocess import remove_small_regions
 from napari_granseg.engine.interactive import GranularityPredictor
 from napari_granseg.synthetic import nested_cells_scene
 from napari_granseg.zoo import load_model
@@ -48,11 +51,12 @@ def test_same_masks_as_sam2_generator(stock, rgb8, use_m2m):
     # thresholds at the medians of an unfiltered run, so that both filters really remove masks
     base = dict(points_per_side=6, points_per_batch=10, mask_threshold=0.0, stability_score_offset=0.7,
                 box_nms_thresh=0.9, use_m2m=use_m2m)
-    raw = generate(pred, rgb8, None, AutomaticSettings(**base, pred_iou_thresh=0.0, stability_score_thresh=0.0))
+    raw = generate(pred, rgb8, None, AutomaticSettings(**base, pred_iou_thresh=0.0, stability_score_thresh=0.0),
+                   precision="fp32")
     kw = dict(base, pred_iou_thresh=float(np.median([r["predicted_iou"] for r in raw])) - 1e-6,
               stability_score_thresh=float(np.median([r["stability_score"] for r in raw])))
     ref = _sam2_generator(stock, pred, **kw).generate(rgb8)
-    ours = generate(pred, rgb8, None, AutomaticSettings(**kw))
+    ours = generate(pred, rgb8, None, AutomaticSettings(**kw), precision="fp32")
     assert 0 < len(ours) < len(raw)
     assert len(ours) == len(ref)
     for a, b in zip(ref, ours):
@@ -132,9 +136,9 @@ def test_small_region_cleanup_matches_sam_semantics():
     m[5:25, 5:25] = True
     m[10, 10] = False  # a 1-pixel hole
     m[0, 28] = True  # a 1-pixel island
-    filled, changed = _remove_small_regions(m, 4, "holes")
+    filled, changed = remove_small_regions(m, 4, "holes")
     assert changed and filled[10, 10]
-    cleaned, changed = _remove_small_regions(filled, 4, "islands")
+    cleaned, changed = remove_small_regions(filled, 4, "islands")
     assert changed and not cleaned[0, 28] and cleaned.sum() == 400
 
 
@@ -142,7 +146,74 @@ def test_stack_ids_are_unique_across_slices(unsam, rgb8):
     pred = GranularityPredictor(unsam)
     stack = np.stack([rgb8[..., 0], np.flipud(rgb8[..., 0])])
     s = AutomaticSettings(points_per_side=3, pred_iou_thresh=0.0, stability_score_thresh=0.0, use_m2m=False)
-    out = segment_everything_stack(pred, stack, 0.5, settings=s)
+    seen = []
+    out = segment_everything_stack(pred, stack, 0.5, settings=s, progress=lambda d, t: seen.append((d, t)))
     assert out.shape == stack.shape and out.dtype == np.int32
+    # one batch of 9 clicks per slice: the stack's progress counts 2 batches and ends at 100 %
+    assert {t for _, t in seen} == {2} and seen[-1] == (2, 2)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     ids0, ids1 = set(np.unique(out[0])) - {0}, set(np.unique(out[1])) - {0}
     assert ids0 and ids1 and not ids0 & ids1
+
+
+class _RecordingLock:
+    """Stands for the predictor's re-entrant lock; records how deep it is held."""
+
+    def __init__(self):
+        self.depth = 0
+
+    def __enter__(self):
+        self.depth += 1
+
+    def __exit__(self, *exc):
+        self.depth -= 1
+
+
+def test_every_model_call_runs_under_the_lock_in_the_chosen_precision(unsam, rgb8, monkeypatch):
+    pred = GranularityPredictor(unsam)
+    pred.lock, pred.precision = _RecordingLock(), "auto"
+    calls = []
+    set_image, decode = pred.set_image, pred._decode
+
+    def record(name):
+        calls.append((name, pred.lock.depth, pred.precision, torch.is_autocast_enabled("cpu"),
+                      torch.get_autocast_dtype("cpu")))
+
+    monkeypatch.setattr(pred, "set_image", lambda image: (record("set_image"), set_image(image))[1])
+    monkeypatch.setattr(pred, "_decode", lambda *a: (record("decode"), decode(*a))[1])
+    s = AutomaticSettings(points_per_side=3, points_per_batch=5, pred_iou_thresh=0.0, stability_score_thresh=0.0)
+    # "fp32" holds even inside a caller's bf16 autocast (a notebook, a trainer)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fp32 = segment_everything(pred, rgb8, 0.4, settings=s, precision="fp32")
+    assert [c[0] for c in calls] == ["set_image"] + ["decode"] * 4  # 2 click batches, each with M2M
+    assert all(depth == 1 and prec == "fp32" and not autocast for _, depth, prec, autocast, _ in calls)
+    assert pred.precision == "auto" and pred.lock.depth == 0  # the predictor's own setting is back
+    calls.clear()
+    bf16 = segment_everything(pred, rgb8, 0.4, settings=s, precision="bf16")
+    assert all(depth == 1 and prec == "bf16" and autocast and dtype == torch.bfloat16
+               for _, depth, prec, autocast, dtype in calls)
+    assert bf16.shape == fp32.shape and bf16.max() > 0 and fp32.max() > 0
+    with pytest.raises(ValueError, match="precision='fp16'"):
+        segment_everything(pred, rgb8, 0.4, settings=s, precision="fp16")
+    assert pred.precision == "auto" and pred.lock.depth == 0
+
+
+def test_crops_progress_reaches_total_and_event_cancels(unsam, rgb8):
+    pred = GranularityPredictor(unsam)
+    # 1 full image + 4 crops, 4 clicks each in batches of 2: 10 decoder batches
+    s = AutomaticSettings(points_per_side=2, points_per_batch=2, crop_n_layers=1, pred_iou_thresh=0.0,
+                          stability_score_thresh=0.0, use_m2m=False)
+    seen = []
+    records = generate(pred, rgb8, 0.5, s, progress=lambda d, t: seen.append((d, t)))
+    assert seen == [(k, 10) for k in range(11)]
+    assert records and all(r["segmentation"].shape == rgb8.shape[:2] for r in records)
+    stop = threading.Event()
+
+    def progress(done, total):
+        if done == 3:
+            stop.set()
+
+    seen.clear()
+    with pytest.raises(Cancelled):
+        generate(pred, rgb8, 0.5, s, progress=lambda d, t: (seen.append(d), progress(d, t)), cancel=stop)
+    assert seen[-1] == 3

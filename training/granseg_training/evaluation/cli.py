@@ -15,7 +15,7 @@ from .readers import FORMATS, read_dataset
 
 __all__ = ["main", "build_parser"]
 
-DEFAULT_WHOLE_GENERATOR = "napari_granseg.engine.automatic:eval_segmenter"
+DEFAULT_WHOLE_GENERATOR = "granseg_training.evaluation.segmenters:eval_segmenter"
 
 
 def _floats(text: str) -> list[float]:
