@@ -67,7 +67,7 @@ def main(argv=None) -> None:
     img8 = (np.clip(scene.image / np.percentile(scene.image, 99.5), 0, 1) * 255).astype(np.uint8)
     rgb = np.repeat(img8[..., None], 3, axis=-1)
 
-    ours = gs.GranularityPredictor(stock, autocast=False, cache_size=2)
+    ours = gs.GranularityPredictor(stock, precision="fp32", cache_size=2)
     base = dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch, mask_threshold=-1.0,
                 stability_score_offset=0.7, box_nms_thresh=0.7, crop_n_layers=0, use_m2m=not args.no_m2m)
     iou_t, stab_t = args.pred_iou_thresh, args.stability_thresh
@@ -109,7 +109,7 @@ def main(argv=None) -> None:
     def run_warm():
         generate(ours, rgb, None, settings, precision="fp32")
 
-    gran = gs.GranularityPredictor(model, autocast=False, cache_size=2)
+    gran = gs.GranularityPredictor(model, precision="fp32", cache_size=2)
     gset = settings
     n_gran = len(generate(gran, rgb, args.granularity, gset, precision="fp32"))
 

@@ -58,7 +58,7 @@ def one(side: int, mode: str, device: str, checkpoint: str | None, config: str |
 
     image, truth, (row, col) = mosaic(side)
     model = (gs.load_model(checkpoint, kind="unsamv2", config=config, device=device) if checkpoint
-             else gs.load_model(None, kind="unsamv2", device=device))
+             else gs.load_model("unsamv2-demo", device=device))
     pred = GranularityPredictor(model)
     engine = TiledPredictor(pred) if mode == "tile" else pred
     t0 = time.perf_counter()

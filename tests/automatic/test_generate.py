@@ -47,7 +47,7 @@ def _sam2_generator(model, pred, **kw):
 
 @pytest.mark.parametrize("use_m2m", [False, True])
 def test_same_masks_as_sam2_generator(stock, rgb8, use_m2m):
-    pred = GranularityPredictor(stock, autocast=False)
+    pred = GranularityPredictor(stock, precision="fp32")
     # thresholds at the medians of an unfiltered run, so that both filters really remove masks
     base = dict(points_per_side=6, points_per_batch=10, mask_threshold=0.0, stability_score_offset=0.7,
                 box_nms_thresh=0.9, use_m2m=use_m2m)

@@ -41,7 +41,7 @@ def demo_predictor():
     import napari_granseg as gs
     from napari_granseg.engine.interactive import GranularityPredictor
 
-    model = gs.load_model(None, kind="unsamv2")
+    model = gs.load_model("unsamv2-demo")
     assert model.is_demo and model.image_size == 256
     return GranularityPredictor(model, precision="fp32")
 

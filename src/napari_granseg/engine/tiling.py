@@ -370,10 +370,8 @@ def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | 
             if progress is not None:
                 progress(t * total + done, len(windows) * total)
 
-        kwargs = dict(settings)
-        if tiler._range is not None:
-            kwargs["intensity"] = tiler._range
-        records = _generate_tile(generate, predictor, crop, granularity, tile_progress, cancel, kwargs)
+        records = generate(predictor, crop, granularity, progress=tile_progress, cancel=cancel,
+                           intensity=tiler._range, **settings)
         for rec in records:
             mask = rec["segmentation"][:wh, :ww]
             if not mask.any():
@@ -394,17 +392,3 @@ def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | 
     lut = np.zeros(len(kept) + 1, np.int32)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
     return lut[labels]
-
-
-def _generate_tile(generate, predictor, crop, granularity, progress, cancel, kwargs) -> list[dict]:
-    """Records of one tile; the intensity range goes to the predictor when the engine takes it."""
-    intensity = kwargs.pop("intensity", None)
-    if intensity is None:
-        return generate(predictor, crop, granularity, progress=progress, cancel=cancel, **kwargs)
-    try:
-        return generate(predictor, crop, granularity, progress=progress, cancel=cancel, intensity=intensity,
-                        **kwargs)
-    except TypeError as err:
-        if "intensity" not in str(err):
-            raise
-        return generate(predictor, crop, granularity, progress=progress, cancel=cancel, **kwargs)

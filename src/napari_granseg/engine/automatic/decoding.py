@@ -29,6 +29,7 @@ from sam2.utils.amg import MaskData, batch_iterator, generate_crop_boxes
 from ...devices import check_precision, precision_context
 from .postprocess import (MaskResult, cleanup_small_regions, empty_mask_data, filter_masks, suppress_across_crops,
                           suppress_within_crop)
+from ..normalize import intensity_range
 from .settings import AutomaticSettings
 
 __all__ = ["Cancelled", "Progress", "Cancel", "check_cancel", "model_session", "decode_points", "count_batches",
@@ -120,14 +121,19 @@ def count_batches(image_hw: tuple[int, int], s: AutomaticSettings) -> int:
 
 
 def generate_masks(predictor, image: np.ndarray, g_values, s: AutomaticSettings, progress: Progress | None = None,
-                   cancel: Cancel | None = None) -> MaskResult:
+                   cancel: Cancel | None = None, intensity: tuple[float, float] | None = None) -> MaskResult:
     """All masks of ``image`` that survive the filters and NMS, as low-res logits (see :class:`MaskResult`).
+
+    ``intensity``: the (low, high) grey range every crop is scaled with (a stack's, for a slice; None: the
+    image's own range, computed once for the whole image so all crops are scaled alike).
 
     Runs the model: call it inside :func:`model_session`. ``progress(done, total)`` is called with
     ``(0, total)`` first and after every click batch, reaching ``(total, total)`` when decoding is over;
     ``cancel`` is checked before every batch (and every M2M refinement batch) and raises :class:`Cancelled`.
     """
     orig_hw = tuple(image.shape[:2])
+    if intensity is None and image.dtype != np.uint8:
+        intensity = intensity_range(image, predictor.percentiles)
     crop_boxes, layer_idxs = generate_crop_boxes(orig_hw, s.crop_n_layers, s.crop_overlap_ratio)
     grids = s.grids()
     total = count_batches(orig_hw, s)
@@ -142,7 +148,7 @@ def generate_masks(predictor, image: np.ndarray, g_values, s: AutomaticSettings,
         cropped = image[y0:y1, x0:x1]
         crop_hw = tuple(cropped.shape[:2])
         crop_hws.append(crop_hw)
-        predictor.set_image(cropped)  # cache hit for an image seen before (e.g. another g)
+        predictor.set_image(cropped, intensity=intensity)  # cache hit for an image seen before (e.g. another g)
         points = grids[layer] * np.array(crop_hw)[None, ::-1]
         crop_data = MaskData()
         for (batch,) in batch_iterator(s.points_per_batch, points):
