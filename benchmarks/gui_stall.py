@@ -28,6 +28,7 @@ import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMEOUT_S = 600
+PHASE_TIMEOUT_S = 180  # a phase that does not finish (e.g. a click that previews nothing) is recorded as such
 
 
 class StallMeter:
@@ -110,24 +111,30 @@ def scene_image(size: int) -> tuple[np.ndarray, tuple[float, float]]:
     return scene.image, tuple(scene.centers[0])
 
 
-def run(size: int, slices: int, phases: set[str]) -> dict:
+def run(size: int, slices: int, phases: set[str]) -> dict:  # noqa: C901 - one linear script of phases
     import napari
 
     viewer = napari.Viewer(show=True)
     meter = StallMeter()
     rows: dict[str, dict] = {}
 
-    def phase(name: str, action, done, note: str = "") -> None:
+    def phase(name: str, action, done, note: str = "") -> bool:
         if name not in phases:
-            return
+            return True
         meter.reset()
         t0 = time.perf_counter()
         action()
-        pump_until(done)
+        finished = True
+        try:
+            pump_until(done, timeout_s=PHASE_TIMEOUT_S)
+        except TimeoutError:
+            finished = False
+            note = f"DID NOT FINISH in {PHASE_TIMEOUT_S} s; {note}"
         rows[name] = {"max_gap_ms": round(meter.max_gap * 1000, 1),
-                      "duration_s": round(time.perf_counter() - t0, 2), "note": note}
+                      "duration_s": round(time.perf_counter() - t0, 2), "note": note, "finished": finished}
         print(f"{name:18s} max gap {rows[name]['max_gap_ms']:8.1f} ms  ({rows[name]['duration_s']} s) {note}",
               flush=True)
+        return finished
 
     image, (r, c) = scene_image(size)
     pump_until(lambda: True)
@@ -150,7 +157,8 @@ def run(size: int, slices: int, phases: set[str]) -> dict:
                 click_canvas(viewer, r, c)
             else:
                 w.add_prompt((r, c))
-        phase("first_click", first_click, lambda: w.preview_mask is not None and not _busy(w), note)
+        if not phase("first_click", first_click, lambda: w.preview_mask is not None and not _busy(w), note):
+            phases = phases - {"slider", "propagate"}  # nothing to slide or commit without a preview
 
         def slide():
             for k, g in enumerate((0.3, 0.5, 0.7, 0.9, 1.0)):

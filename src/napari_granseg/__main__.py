@@ -32,7 +32,7 @@ def main(argv=None):
     from qtpy.QtWidgets import QApplication
 
     QApplication.processEvents()
-    docks = sorted(viewer.window._dock_widgets)
+    docks = sorted(viewer.window.dock_widgets)
     print(f"layers: {[layer.name for layer in viewer.layers]}")
     print(f"docks: {docks}")
     if args.screenshot:

@@ -17,7 +17,7 @@ def test_readme_command_opens_the_sample_and_the_interactive_widget(qtbot, capsy
     viewer = main(["--check", "--screenshot", str(shot)])
     try:
         assert viewer.layers[0].name == "nested cells" and viewer.layers[0].data.dtype == np.uint16
-        docks = list(viewer.window._dock_widgets)
+        docks = list(viewer.window.dock_widgets)
         assert any(name.startswith("Interactive (UnSAMv2)") for name in docks), docks
         out = capsys.readouterr().out
         assert "nested cells" in out and "Interactive (UnSAMv2)" in out

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 PLUGIN = "napari-granseg"
-MENU_TITLE = "GranSeg (UnSAMv2 + SANSA)"  # the manifest's display_name: the Plugins submenu
+MENU_TITLE = "GranSeg UnSAMv2 and SANSA"  # the manifest display_name: the Plugins submenu (npe2: no trailing ")")
 
 
 def _text(action) -> str:

@@ -2,10 +2,15 @@
 both orders (image first / widget first), Run pressed with the mouse, the bundled DEMO model as the default."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
-from person_path import best_iou, open_widget
 from qtpy.QtCore import Qt
+
+sys.path.insert(0, str(Path(__file__).parent))  # person_path.py: the helpers shared by these tests
+from person_path import best_iou, open_widget
 
 pytestmark = pytest.mark.gui
 

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # person_path.py: the helpers shared by these tests
 from person_path import MENU_TITLE, menu_action, open_widget
 
 pytestmark = pytest.mark.gui

@@ -154,8 +154,12 @@ def import_engines(*modules: str) -> None:
     """Import torch, sam2 and the given engine modules; call it in a worker thread, before the first model use.
 
     Applies :func:`avoid_triton_llvm_crash` first, and keeps the warnings dependencies emit while importing
-    (deprecations of torch, sam2, ...) out of napari's notifications: they go to the log at debug level.
+    (deprecations of torch, sam2, ...) out of napari's notifications: they go to the log at debug level; the
+    ``torch.jit.script`` deprecation sam2 triggers when it builds a model is ignored from then on.
     """
+    # sam2 builds its models with torch.jit.script, deprecated by torch: nothing a user can act on, and napari
+    # would pop it up as a notification at every first model load
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
     with _IMPORT_LOCK:
         if all(name in sys.modules for name in _ENGINE_MODULES + modules):
             return
