@@ -19,7 +19,7 @@ from importlib import import_module
 from typing import Any, Callable, Iterable
 
 __all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "notify", "notify_error", "guard", "show_model_badge",
-           "set_tooltips", "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash", "ALLOW_TRITON_ENV"]
+           "set_tooltips", "unique_layer_name", "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash", "ALLOW_TRITON_ENV"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
@@ -36,6 +36,10 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 
 # user-facing errors of modules that import torch: recognised only once their module is loaded (an error of
 # such a type can only have been raised after its module was imported, so nothing heavy is imported here)
+PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
+                 "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
+
 _LAZY_USER_ERRORS = (("napari_granseg.checkpoints", "CheckpointError"),
                      ("napari_granseg.zoo", "ModelDownloadError"),
                      ("napari_granseg.engine.propagate", "PropagationCancelled"))
@@ -201,3 +205,14 @@ def start_describe_models(kind: str, on_done: Callable[[tuple[list[str], str, bo
     worker.errored.connect(lambda exc: log.warning("napari-granseg: could not list the models: %s", exc))
     worker.start()
     return worker
+
+
+def unique_layer_name(viewer, name: str) -> str:
+    """``name``, or ``name [2]``, ``name [3]``... so that no existing layer is replaced or renamed."""
+    taken = {layer.name for layer in viewer.layers}
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name} [{k}]" in taken:
+        k += 1
+    return f"{name} [{k}]"

@@ -50,7 +50,7 @@ from typing import Any, Callable, Generator, Iterable
 from ._common import USER_ERRORS, WidgetError, avoid_triton_llvm_crash, import_engines, notify_error
 
 __all__ = ["Progress", "BackgroundTask", "run_in_background", "blocking_with_progress", "notify_error",
-           "USER_ERRORS", "WidgetError", "avoid_triton_llvm_crash", "import_engines"]
+           "USER_ERRORS", "WidgetError", "avoid_triton_llvm_crash", "import_engines", "rescaled_progress"]
 
 log = logging.getLogger(__name__)
 
@@ -274,3 +274,23 @@ def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bo
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def rescaled_progress(steps: Generator[Progress, None, Any], part: int, n_parts: int,
+                      label: str = "") -> Generator[Progress, None, Any]:
+    """Forward the progress of part ``part`` of ``n_parts`` equal parts as progress of the whole; return its value.
+
+    Why: a task made of several runs (e.g. one per granularity) shows one bar from 0 to 100 %, not one that
+    restarts at every part. Use as ``value = yield from rescaled_progress(blocking_with_progress(...), k, n)``.
+    """
+    while True:
+        try:
+            p = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        total = max(int(p.total), 0)
+        if total:
+            yield Progress(part * total + int(p.done), n_parts * total, f"{label}: {p.done}/{total}" if label
+                           else p.message)
+        else:
+            yield p

@@ -27,14 +27,12 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
 
 from qtpy.QtCore import QTimer
 
-from ._common import guard, import_engines, notify, set_tooltips, show_model_badge, start_describe_models
-from ._tasks import BackgroundTask, Progress, blocking_with_progress
+from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, notify, set_tooltips, show_model_badge,
+                      start_describe_models, unique_layer_name)
+from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
 
-PRECISIONS = ("auto", "fp32", "bf16")
-PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
-                 "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
 PRESETS = {"auto (model's device)": None, "CPU (24 points per side)": "cpu", "GPU (upstream, 64 per side)": "cuda"}
 
 
@@ -57,17 +55,6 @@ def parse_granularities(text: str) -> list[float]:
     if bad:
         raise ValueError(f"granularity {bad} is outside [0.1, 1]: 0.1 = finest parts, 1.0 = whole objects")
     return sorted(set(values))
-
-
-def unique_layer_name(viewer, name: str) -> str:
-    """``name``, or ``name [2]``, ``name [3]``... so that no existing layer is replaced or renamed."""
-    taken = {layer.name for layer in viewer.layers}
-    if name not in taken:
-        return name
-    k = 2
-    while f"{name} [{k}]" in taken:
-        k += 1
-    return f"{name} [{k}]"
 
 
 class EverythingWidget(QWidget):
@@ -315,7 +302,7 @@ class EverythingWidget(QWidget):
                     def fn(progress, cancel, g=g, settings=settings):
                         return segment_everything(pred, image, g, progress, cancel, settings, return_info=True)
                 # progress over all levels: level k's (done, total) becomes (k * total + done, levels * total)
-                yield from _rescaled(blocking_with_progress(fn, is_cancelled), k, n_levels, label, results, g)
+                results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k, n_levels, label)
             if is_cancelled():
                 return None
             return _layer_specs(results, name, source)
@@ -387,22 +374,6 @@ def _auto_device() -> str:
     except Exception:  # noqa: BLE001
         return "cpu"
 
-
-
-def _rescaled(steps, k: int, n_levels: int, label: str, results: dict, g):
-    """Forward level ``k``'s progress rescaled to all levels (the bar runs once, 0 to 100 %, over a hierarchy);
-    store the level's result in ``results[g]``."""
-    while True:
-        try:
-            p = next(steps)
-        except StopIteration as stop:
-            results[g] = stop.value
-            return
-        total = max(int(p.total), 0)
-        if total:
-            yield Progress(k * total + int(p.done), n_levels * total, f"{label}: {p.done}/{total}")
-        else:
-            yield p
 
 
 def _layer_specs(results: dict, source_name: str, source) -> dict:

@@ -24,9 +24,9 @@ import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
-from ._common import guard, import_engines, set_tooltips, show_model_badge, start_describe_models
+from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, set_tooltips, show_model_badge,
+                      start_describe_models, unique_layer_name)
 from ._tasks import BackgroundTask, Progress
-from .everything import PRECISION_TIP, PRECISIONS
 
 __all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice"]
 
@@ -364,8 +364,6 @@ class FewShotWidget(QWidget):
             _, out, refs, targets = item
             source = self._layer(self.labels_combo) or self._layer(self.points_combo)
             base = f"{source.name if source is not None else 'series'} few-shot"
-            from .everything import unique_layer_name
-
             self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base))
             self.progress.setRange(0, max(1, len(targets)))
             self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
