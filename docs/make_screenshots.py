@@ -7,8 +7,10 @@ Run (needs a display; headless: Xvfb)::
 It opens napari with synthetic nested cells, docks the interactive widget with the bundled demo model (or
 --model), clicks a nucleolus, shows the preview at g=0.1 and g=0.5, commits, then does the same on a stack and
 propagates; then "Segment everything" at g=0.1 and 1.0 on the nested-cells sample, and the few-shot widget on
-the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo model. The models run on the
-CPU in the widgets' background workers; this script only waits for them.
+the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo model. The everything and
+few-shot widgets are opened from the Plugins menu and run by clicking Run, as a person does (``--only
+everything,fewshot`` shoots only those). The models run on the CPU in the widgets' background workers; this
+script only waits for them.
 """
 from __future__ import annotations
 
@@ -37,9 +39,23 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="unsamv2-demo")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "images"))
+    parser.add_argument("--only", default="interactive,everything,fewshot",
+                        help="comma list of the widgets to shoot (interactive, everything, fewshot)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    only = {w.strip() for w in args.only.split(",")}
+    if "interactive" not in only:
+        import napari
+
+        viewer = napari.Viewer(title="napari-granseg", show=True)
+        viewer.window._qt_window.resize(1500, 900)
+        if "everything" in only:
+            shoot_everything(viewer, None, out)
+        if "fewshot" in only:
+            shoot_fewshot(viewer, out)
+        viewer.close()
+        return
 
     import napari
     from napari._qt.dialogs.qt_notification import NapariQtNotification
@@ -122,44 +138,66 @@ def _save(viewer, path: Path, status: str) -> None:
     print("wrote", path, "|", status)
 
 
-def shoot_everything(viewer, model, out: Path) -> None:
-    """Segment everything at g=0.1 and g=1.0 on the napari sample: two new Labels layers, linked by features."""
-    from napari_granseg.sample_data import nested_cells_sample
-    from napari_granseg.widgets.everything import EverythingWidget
+PLUGIN_MENU = "GranSeg UnSAMv2 and SANSA"  # the manifest's display_name: the Plugins submenu
 
+
+def open_from_plugins_menu(viewer, widget_name: str):
+    """Open a widget as a person does: trigger "Plugins > GranSeg UnSAMv2 and SANSA > widget_name"."""
+    from napari._qt.widgets.qt_viewer_dock_widget import QtViewerDockWidget
+
+    menu = viewer.window.plugins_menu
+    menu.aboutToShow.emit()
+    sub = next(a.menu() for a in menu.actions() if a.menu() is not None and a.text().replace("&", "") == PLUGIN_MENU)
+    sub.aboutToShow.emit()
+    next(a for a in sub.actions() if a.text().replace("&", "") == widget_name).trigger()
+    wait_until(lambda: True)
+    docks = viewer.window._qt_window.findChildren(QtViewerDockWidget)
+    return next(d.widget() for d in docks if widget_name in d.name)
+
+
+def click(button) -> None:
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    QTest.mouseClick(button, Qt.LeftButton)
+
+
+def shoot_everything(viewer, model, out: Path) -> None:
+    """Segment everything at g=0.1 and g=1.0 on the napari sample: two new Labels layers, linked by features.
+
+    The person's path: File > Open Sample, the widget from the Plugins menu, Run clicked; ``model`` None = the
+    widget's default (the bundled demo offline), else given to the widget (``--model``).
+    """
     _clear(viewer)
-    data, meta, _ = nested_cells_sample()[0]
-    viewer.add_image(data, **meta)
-    widget = EverythingWidget(viewer, model=model)
-    viewer.window.add_dock_widget(widget, name="Segment everything (UnSAMv2)", area="right")
+    viewer.open_sample("napari-granseg", "nested_cells")
+    widget = open_from_plugins_menu(viewer, "Segment everything (UnSAMv2)")
+    if model is not None:
+        widget.set_model(model)
     widget.granularity.setText("0.1, 1.0")
     # min stability stays "auto": the demo's recorded defaults (no IoU filter, stability 0.9, no M2M) apply
-    widget.run()
-    wait_until(lambda: not widget.task.running)
+    wait_until(lambda: "finding" not in widget.model_badge.text())
+    click(widget.run_button)
+    wait_until(lambda: not widget.busy)
     viewer.layers["everything g=0.1"].visible = True
     viewer.reset_view()
     _save(viewer, out / "everything_widget.png", widget.status.text())
-    viewer.window.remove_dock_widget(widget)
+    viewer.window.remove_dock_widget("all")
 
 
 def shoot_fewshot(viewer, out: Path) -> None:
-    """The few-shot widget on the "shapes series" sample with the bundled SANSA demo (the widget's default)."""
-    from napari_granseg.sample_data import shapes_series_sample
-    from napari_granseg.widgets.fewshot import FewShotWidget
-
+    """The few-shot widget on the "shapes series" sample with the bundled SANSA demo (the widget's default),
+    opened from the Plugins menu and run with a click."""
     _clear(viewer)
-    for data, meta, kind in shapes_series_sample():
-        (viewer.add_image if kind == "image" else viewer.add_labels)(data, **meta)
-    widget = FewShotWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Few-shot (SANSA)", area="right")
+    viewer.open_sample("napari-granseg", "shapes_series")
+    widget = open_from_plugins_menu(viewer, "Few-shot series (SANSA)")
     widget.size_combo.setCurrentText("model size")
-    widget.run()
+    click(widget.run_button)
     wait_until(lambda: not widget.busy)
     viewer.layers["reference labels"].visible = False
     viewer.dims.set_current_step(0, 4)
     viewer.reset_view()
     _save(viewer, out / "fewshot_widget.png", widget.status.text())
-    viewer.window.remove_dock_widget(widget)
+    viewer.window.remove_dock_widget("all")
 
 
 if __name__ == "__main__":

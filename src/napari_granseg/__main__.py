@@ -2,6 +2,8 @@
 
 ``--headless`` instead segments the bundled sample image with the default model (the demo when no real
 checkpoint is cached) and writes label TIFFs, so the first command shows real segmentation without a screen.
+``--check`` builds the same window as the plain command but does not enter the event loop: it prints the layers
+and dock widgets and returns (used by the test of this command; ``--screenshot PATH`` also saves the window).
 """
 from __future__ import annotations
 
@@ -9,21 +11,44 @@ import argparse
 from pathlib import Path
 
 
-def main(argv=None) -> None:
+def main(argv=None):
     ap = argparse.ArgumentParser(prog="python -m napari_granseg", description=__doc__)
     ap.add_argument("--headless", action="store_true", help="no GUI: segment the sample and write TIFFs")
     ap.add_argument("--out", default="granseg_sample_output", help="output folder for --headless")
     ap.add_argument("--model", default=None, help="zoo name or checkpoint (default: best available)")
+    ap.add_argument("--check", action="store_true",
+                    help="open the window, print its layers and docks, and return without the event loop")
+    ap.add_argument("--screenshot", default=None, help="with --check: save a screenshot of the window here")
     args = ap.parse_args(argv)
     if args.headless:
         _headless(Path(args.out), args.model)
-        return
+        return None
+    viewer = open_viewer()
+    if not args.check:
+        import napari
+
+        napari.run()
+        return None
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    docks = sorted(viewer.window.dock_widgets)
+    print(f"layers: {[layer.name for layer in viewer.layers]}")
+    print(f"docks: {docks}")
+    if args.screenshot:
+        viewer.screenshot(args.screenshot, canvas_only=False)
+        print(f"screenshot: {args.screenshot}")
+    return viewer
+
+
+def open_viewer():
+    """The README's first command: napari with the nested-cells sample and the interactive widget."""
     import napari
 
     viewer = napari.Viewer()
     viewer.open_sample("napari-granseg", "nested_cells")
     viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")
-    napari.run()
+    return viewer
 
 
 def _headless(out: Path, model_name: str | None) -> None:

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-# torch/torchvision/sam2 must be imported before the viewer fixture creates a GL context: importing triton
-# (via torchvision.ops -> torch._dynamo) after that segfaults in this environment
-import napari_granseg.engine.automatic  # noqa: F401
-from napari_granseg.zoo import load_model
+from napari_granseg.widgets._common import import_engines
+
+import_engines("napari_granseg.engine.automatic")  # the widget's own import path (triton guard included)
+from napari_granseg.zoo import load_model  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -30,9 +30,11 @@ def test_run_adds_new_layers_and_exports(make_napari_viewer, qtbot, tmp_path):
     assert w.image_combo.currentText() == "cells"
     w.points.setValue(3)
     w.granularity.setText("0.8, 0.3")
+    assert not w.export_button.isEnabled()  # nothing to export before a run
     worker = w.run()
     assert worker is not None
-    qtbot.waitUntil(lambda: not w.task.running, timeout=120_000)
+    qtbot.waitUntil(lambda: not w.busy, timeout=120_000)
+    assert w.export_button.isEnabled() and w.run_button.isEnabled()
     names = [layer.name for layer in viewer.layers]
     assert names == ["cells", "everything g=0.3", "everything g=0.3 [2]", "everything g=0.8"]
     assert viewer.layers["everything g=0.3"] is user_layer

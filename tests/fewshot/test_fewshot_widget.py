@@ -34,6 +34,7 @@ def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, traine
     worker = widget.run()
     assert worker is not None
     qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+    assert "DEMO" not in widget.model_badge.text() and widget.model_badge.text().endswith(trained_sansa.name)
     assert np.array_equal(ref_layer.data, refs)  # the user's references are untouched
     out = viewer.layers["refs few-shot"]
     assert out is widget.output_layer and out is not ref_layer
@@ -49,23 +50,29 @@ def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, traine
     fs = FewShotSegmenter(trained_sansa, image_size=None, intensity_range=intensity_range(images))
     expected = fs.segment_classes([images[1], images[2]], [refs[0]], [images[0]])
     assert np.array_equal(out.data[1], expected[0]) and np.array_equal(out.data[2], expected[1])
-    assert widget.segmenter is not None and widget.progress.value() == 2
+    assert widget.segmenter is not None and widget._done == 2 and widget.progress.value() == 2
 
 
-def test_widget_errors_are_notifications(make_napari_viewer, monkeypatch, series):
+def test_widget_errors_are_notifications(make_napari_viewer, qtbot, trained_sansa, series):
+    from qtpy.QtCore import Qt
+
     from napari_granseg.widgets import fewshot as mod
 
-    messages = []
-    monkeypatch.setattr(mod.FewShotWidget, "_notify_error", staticmethod(messages.append))
     viewer = make_napari_viewer()
     viewer.add_image(series[0][0], name="single")
     widget = mod.FewShotWidget(viewer)
-    assert widget.run() is None and "series" in messages[-1]
+    widget.set_model(trained_sansa)
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    assert "series" in widget.last_error and not widget.busy
     viewer.add_image(series[0], name="stack")
     viewer.add_labels(np.zeros(series[1].shape, np.int32), name="empty")
     widget.image_combo.setCurrentText("stack")
     widget.labels_combo.setCurrentText("empty")
-    assert widget.run() is None and "no labels on any slice" in messages[-1]
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)  # found in the worker (it reads the labels)
+    qtbot.waitUntil(lambda: not widget.busy, timeout=60_000)
+    assert "no labels on any slice" in widget.last_error and widget.output_layer is None
     widget.slices_edit.setText("0, 7")
-    assert widget.run() is None and "outside the series" in messages[-1]
+    qtbot.mouseClick(widget.run_button, Qt.LeftButton)
+    assert "outside the series" in widget.last_error
+    assert widget.run_button.isEnabled()
     assert mod.parse_slices("0, 2-3, -1", 6) == [0, 2, 3, 5]

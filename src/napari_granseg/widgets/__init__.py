@@ -1,10 +1,6 @@
 """napari dock widgets (Qt); the engines they drive live in napari_granseg.engine and need no napari.
 
-Importing this package guards against a crash seen with CUDA builds of torch under software OpenGL
-(see :func:`._tasks.avoid_triton_llvm_crash`): if napari already draws through Mesa's libLLVM, triton is
-marked absent; otherwise torchvision (and with it triton) is imported now, before any GL context exists.
+Importing this package (or one widget module) imports neither torch nor sam2 nor the engines: each widget
+imports them in its first background task (:func:`._common.import_engines`), so opening napari and a widget
+stays fast and the GUI thread never waits for them.
 """
-from ._tasks import avoid_triton_llvm_crash
-
-if not avoid_triton_llvm_crash():
-    import torchvision  # noqa: F401

@@ -47,40 +47,12 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Generator, Iterable
 
+from ._common import USER_ERRORS, WidgetError, avoid_triton_llvm_crash, import_engines, notify_error
+
 __all__ = ["Progress", "BackgroundTask", "run_in_background", "blocking_with_progress", "notify_error",
-           "USER_ERRORS", "avoid_triton_llvm_crash"]
+           "USER_ERRORS", "WidgetError", "avoid_triton_llvm_crash", "import_engines", "rescaled_progress"]
 
 log = logging.getLogger(__name__)
-
-
-def avoid_triton_llvm_crash() -> bool:
-    """Keep torch from importing triton once Mesa's software OpenGL (libLLVM) is loaded; True if it acted.
-
-    Why: with a CUDA build of torch, ``import torchvision`` (which sam2's predictor needs) imports
-    ``torch._dynamo``, which imports ``triton``; loading ``libtriton.so`` after napari has created an
-    OpenGL context on Mesa (llvmpipe/swrast: VMs, Xvfb, remote desktops) crashes the process with a
-    segmentation fault (two LLVMs in one process). Measured here: napari 0.9.2, PyQt5, Mesa with
-    libLLVM-15, torch 2.14.1+cu130. When napari is already drawing through libLLVM and triton is not
-    loaded yet, we mark triton as absent (``sys.modules['triton'] = None``): torch then treats it as not
-    installed, which only disables ``torch.compile`` GPU kernels, unused by the plugin.
-    """
-    import sys
-
-    if "triton" in sys.modules or not sys.platform.startswith("linux"):
-        return False
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
-            maps = fh.read()
-    except OSError:  # pragma: no cover
-        return False
-    if "libLLVM" not in maps:
-        return False
-    sys.modules["triton"] = None  # type: ignore[assignment]
-    log.info("napari-granseg: software OpenGL (libLLVM) is loaded; not importing triton, which would crash")
-    return True
-
-
-avoid_triton_llvm_crash()
 
 
 @dataclass(frozen=True)
@@ -90,37 +62,6 @@ class Progress:
     done: int = 0
     total: int = 0
     message: str = ""
-
-
-def _user_error_types() -> tuple[type[BaseException], ...]:
-    """Exception types that are user mistakes (their message says what to do): no traceback in the log."""
-    types: list[type[BaseException]] = [ValueError, FileNotFoundError, TypeError, KeyError]
-    try:
-        from ..zoo import CheckpointError, ModelDownloadError
-
-        types += [CheckpointError, ModelDownloadError]
-    except Exception:  # pragma: no cover - zoo import problems are reported elsewhere
-        pass
-    try:
-        from ..engine.propagate import PropagationCancelled
-
-        types.append(PropagationCancelled)
-    except Exception:  # pragma: no cover
-        pass
-    return tuple(types)
-
-
-USER_ERRORS = _user_error_types()
-
-
-def notify_error(exc: BaseException, context: str = "") -> None:
-    """Show ``exc`` as a napari error notification (message only; the traceback goes to the log for bugs)."""
-    from napari.utils.notifications import show_error
-
-    if not isinstance(exc, USER_ERRORS):
-        log.error("napari-granseg: %s failed", context or "a background task", exc_info=exc)
-    prefix = f"{context}: " if context else ""
-    show_error(f"{prefix}{exc}")
 
 
 class _Failure:
@@ -317,6 +258,11 @@ def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bo
     thread = threading.Thread(target=target, name="granseg-blocking", daemon=True)
     thread.start()
     while True:
+        if is_cancelled():
+            # the task ends only once ``fn`` has seen is_cancelled() and returned (at its next slice or batch):
+            # no computation goes on behind the user's back, nor races the next run
+            thread.join()
+            return None
         try:
             item = q.get(timeout=poll_s)
         except queue.Empty:
@@ -328,3 +274,23 @@ def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bo
     if "error" in box:
         raise box["error"]
     return box.get("result")
+
+
+def rescaled_progress(steps: Generator[Progress, None, Any], part: int, n_parts: int,
+                      label: str = "") -> Generator[Progress, None, Any]:
+    """Forward the progress of part ``part`` of ``n_parts`` equal parts as progress of the whole; return its value.
+
+    Why: a task made of several runs (e.g. one per granularity) shows one bar from 0 to 100 %, not one that
+    restarts at every part. Use as ``value = yield from rescaled_progress(blocking_with_progress(...), k, n)``.
+    """
+    while True:
+        try:
+            p = next(steps)
+        except StopIteration as stop:
+            return stop.value
+        total = max(int(p.total), 0)
+        if total:
+            yield Progress(part * total + int(p.done), n_parts * total, f"{label}: {p.done}/{total}" if label
+                           else p.message)
+        else:
+            yield p

@@ -10,8 +10,12 @@ From the napari console::
 
     dock, w = viewer.window.add_plugin_dock_widget("napari-granseg", "Segment everything (UnSAMv2)")
     w.set_model(gs.load_model("unsamv2-plus"))  # optional; default: best available (else the demo model)
-    w.granularity.setText("0.1, 0.5, 1.0"); w.run()
+    w.granularity.setText("0.1, 0.5, 1.0"); w.run()   # same as pressing Run; w.busy is False when done
     w.hierarchy.to_table(); w.export("/path/to/folder")
+
+The GUI thread only reads the controls and adds the finished layers (one per event-loop turn, so three levels
+do not freeze napari at once); reading the image, loading the model, segmenting and building the hierarchy
+happen in the background task.
 """
 from __future__ import annotations
 
@@ -21,7 +25,11 @@ import numpy as np
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ._tasks import BackgroundTask, Progress, blocking_with_progress, notify_error
+from qtpy.QtCore import QTimer
+
+from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, notify, set_tooltips, show_model_badge,
+                      start_describe_models, unique_layer_name)
+from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
 
@@ -49,22 +57,11 @@ def parse_granularities(text: str) -> list[float]:
     return sorted(set(values))
 
 
-def unique_layer_name(viewer, name: str) -> str:
-    """``name``, or ``name [2]``, ``name [3]``... so that no existing layer is replaced or renamed."""
-    taken = {layer.name for layer in viewer.layers}
-    if name not in taken:
-        return name
-    k = 2
-    while f"{name} [{k}]" in taken:
-        k += 1
-    return f"{name} [{k}]"
-
-
 class EverythingWidget(QWidget):
     """Whole-image segmentation at one or several granularities (see the module docstring).
 
     After a run: ``layers`` (g -> the new Labels layer), ``hierarchy`` (a
-    :class:`~napari_granseg.engine.hierarchy.Hierarchy`), ``task`` (the background runner).
+    :class:`~napari_granseg.engine.hierarchy.Hierarchy`), ``task`` (the background runner), ``busy``.
     """
 
     def __init__(self, napari_viewer: Any, model=None, parent: QWidget | None = None):
@@ -74,34 +71,55 @@ class EverythingWidget(QWidget):
         self.model = model
         self.layers: dict[float, Any] = {}
         self.hierarchy = None
+        self.last_error = ""
+        self._pending_layers: list[dict] = []
 
+        self.model_badge = QLabel("")
+        self.model_badge.setWordWrap(True)
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
+        self.precision = QComboBox()
+        self.precision.addItems(list(PRECISIONS))
         self.granularity = QLineEdit("0.5")
-        self.granularity.setToolTip("one value in [0.1, 1], or a comma list (0.1, 0.5, 1.0) for a hierarchy")
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
         self.points = QSpinBox()
         self.points.setRange(2, 128)
         self.points.setValue(24)
-        self.points.setToolTip("click grid = points x points prompts; time grows with its square")
         self.stability = QDoubleSpinBox()
         self.stability.setRange(0.0, 1.0)
         self.stability.setSingleStep(0.05)
         self.stability.setSpecialValueText("auto (per g)")
-        self.stability.setToolTip("keep masks whose stability score is at least this (0 = the model's default: "
-                                  "0.7 for UnSAMv2, 0.95 for SAM 2, 0.9 for the bundled demo). Raise it when "
-                                  "objects come back split into pieces.")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.export_button = QPushButton("Export…")
+        self.export_button.setEnabled(False)
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        set_tooltips([
+            (self.image_combo, "the image layer to segment (2D, RGB, or a z/t stack: every slice is segmented)"),
+            (self.model_combo, "UnSAMv2 model: default = a real checkpoint if one is cached, else the bundled "
+                               "DEMO model"),
+            (self.precision, PRECISION_TIP),
+            (self.granularity, "one value in [0.1, 1], or a comma list (0.1, 0.5, 1.0) for a parts-to-wholes "
+                               "hierarchy; 0.1 = finest parts, 1.0 = whole objects"),
+            (self.preset, "click-grid preset: CPU = 24x24 points (fast), GPU = UnSAMv2's 64x64"),
+            (self.points, "click grid = points x points prompts; time grows with its square"),
+            (self.stability, "keep masks whose stability score is at least this (auto = the model's default: "
+                             "0.7 for UnSAMv2, 0.95 for SAM 2, 0.9 for the bundled demo). Raise it when objects "
+                             "come back split into pieces."),
+            (self.run_button, "segment the whole image at each granularity: one NEW Labels layer per value"),
+            (self.cancel_button, "stop after the current slice/batch (layers are added only for complete runs)"),
+            (self.export_button, "write the last run's label TIFFs (one per granularity) and the hierarchy CSV "
+                                 "to a folder (enabled after a run)"),
+            (self.progress, "progress of the running task"),
+        ])
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_combo)
+        form.addRow("precision", self.precision)
         form.addRow("granularity", self.granularity)
         form.addRow("preset", self.preset)
         form.addRow("points per side", self.points)
@@ -110,6 +128,7 @@ class EverythingWidget(QWidget):
         for b in (self.run_button, self.cancel_button, self.export_button):
             buttons.addWidget(b)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.model_badge)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
@@ -117,26 +136,57 @@ class EverythingWidget(QWidget):
         layout.addStretch(1)
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Segment everything")
+        self.task.on_any_finished(self._update_buttons)
         self.run_button.clicked.connect(self._run_clicked)
         self.export_button.clicked.connect(self._export_clicked)
         self.preset.currentTextChanged.connect(self._preset_changed)
-        self.task.on_any_finished(lambda: self.run_button.setEnabled(True))
+        self.model_combo.currentTextChanged.connect(lambda *_: self._show_model_choice())
         for ev in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
             ev.connect(lambda *_: self._refresh_images())
+        self._default_model: tuple[str, bool] | None = None
         self._fill_models()
         self._refresh_images()
         self._preset_changed(self.preset.currentText())
+        if self.model is None:
+            start_describe_models("unsamv2", self._models_described)
 
     # ---------------------------------------------------------------- choices
-    def _fill_models(self) -> None:
+    def _fill_models(self, names: list[str] | None = None) -> None:
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
         if self.model is not None:
             self.model_combo.addItem(f"given: {getattr(self.model, 'name', 'model')}")
-            return
-        from ..zoo import ZOO
+        else:
+            self.model_combo.addItem("default (best available)")
+            self.model_combo.addItems(names or [])
+        self.model_combo.blockSignals(False)
+        self._show_model_choice()
 
-        self.model_combo.addItem("default (best available)")
-        self.model_combo.addItems([s.name for s in ZOO.values() if s.kind == "unsamv2"])
+    def _models_described(self, described) -> None:
+        names, default, demo = described
+        self._default_model = (default, demo)
+        self._preset_changed(self.preset.currentText())  # torch is imported now: "auto" can see a GPU
+        if self.model is None:
+            current = self.model_combo.currentText()
+            self._fill_models(names)
+            if current in names:
+                self.model_combo.setCurrentText(current)
+        self._show_model_choice()
+
+    def _show_model_choice(self) -> None:
+        """The badge says which model a run will use; DEMO (orange) whenever that is a demo model."""
+        if self.model is not None:
+            show_model_badge(self.model_badge, self.model, real_model="unsamv2-plus")
+            return
+        choice = self.model_combo.currentText()
+        if choice.startswith("default"):
+            if self._default_model is None:
+                self.model_badge.setText("model: default (finding the best available…)")
+                return
+            name, demo = self._default_model
+        else:
+            name, demo = choice, choice.endswith("-demo")
+        show_model_badge(self.model_badge, name=name, demo=demo, real_model="unsamv2-plus")
 
     def set_model(self, model) -> None:
         """Use ``model`` (a LoadedModel from ``gs.load_model``) instead of the zoo choice."""
@@ -170,23 +220,40 @@ class EverythingWidget(QWidget):
         return AutomaticSettings.for_device(preset_device or predictor.device, g, **extra)
 
     @staticmethod
-    def _predictor(model, choice: str):
-        from ..api import get_predictor
+    def _predictor(model, choice: str, precision: str = "auto"):
+        """(the loaded model, its predictor at ``precision``); runs in the worker."""
+        from ..api import get_model, get_predictor
 
-        if model is not None:
-            return get_predictor(model)
-        return get_predictor(None if choice.startswith("default") else choice)
+        loaded = get_model(model if model is not None else (None if choice.startswith("default") else choice))
+        if precision == "auto":
+            return loaded, get_predictor(loaded)
+        from ..engine.interactive import GranularityPredictor
+
+        try:
+            return loaded, GranularityPredictor(loaded, precision=precision)
+        except TypeError:  # an engine without the precision setting
+            raise ValueError(f"precision {precision!r} is not supported by this version of the engine: "
+                             f"choose 'auto'") from None
+
+    @property
+    def busy(self) -> bool:
+        """True while a run computes or its layers are still being added."""
+        return self.task.running or bool(self._pending_layers)
+
+    def _update_buttons(self) -> None:
+        self.run_button.setEnabled(not self.busy)
+        self.export_button.setEnabled(not self.busy and self.hierarchy is not None)
 
     # ---------------------------------------------------------------- running
     def _run_clicked(self) -> None:
-        try:
-            self.run()
-        except Exception as exc:  # noqa: BLE001 - user errors become notifications
-            notify_error(exc, "Segment everything")
+        guard(self.run, "Segment everything", self._remember_error)
+
+    def _remember_error(self, text: str) -> None:
+        self.last_error = text
 
     def run(self):
         """Start segmenting in the background (same as pressing Run); returns the napari worker."""
-        if self.task.running:
+        if self.busy:
             raise RuntimeError("a run is in progress: wait for it or press Cancel")
         name = self.image_combo.currentText()
         if not name or name not in self.viewer.layers:
@@ -194,73 +261,83 @@ class EverythingWidget(QWidget):
         layer = self.viewer.layers[name]
         if getattr(layer, "multiscale", False):
             raise ValueError(f"layer {name!r} is multiscale: segment one scale level (e.g. layer.data[-1])")
-        image = np.asarray(layer.data)
+        data = layer.data  # a reference: the pixels are read in the worker
         rgb = bool(getattr(layer, "rgb", False))
-        is_stack = image.ndim == (4 if rgb else 3)
-        if image.ndim > (4 if rgb else 3):
-            raise ValueError(f"layer {name!r} has {image.ndim} dimensions: pass a 2D image or a z/t stack")
+        ndim = len(data.shape)
+        is_stack = ndim == (4 if rgb else 3)
+        if ndim > (4 if rgb else 3):
+            raise ValueError(f"layer {name!r} has {ndim} dimensions: pass a 2D image or a z/t stack")
         gvals = parse_granularities(self.granularity.text())
-        source = (layer.scale, layer.translate)
-        # read every Qt control here, on the GUI thread; the job runs in a worker thread. Import the engine
-        # here too: importing torchvision for the first time in a worker thread segfaults (torch import locks)
-        from ..engine import automatic, hierarchy  # noqa: F401
-
+        source = (tuple(layer.scale), tuple(layer.translate))
+        # every Qt control is read here, on the GUI thread; the job runs in a worker thread
         model, choice = self.model, self.model_combo.currentText()
         preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
-        stability = float(self.stability.value())
+        stability, precision = float(self.stability.value()), self.precision.currentText()
+        self.last_error = ""
         self.run_button.setEnabled(False)
+        self.export_button.setEnabled(False)
 
         def job(is_cancelled):
             yield Progress(0, 0, "loading the model…")
-            pred = self._predictor(model, choice)
+            import_engines("napari_granseg.api", "napari_granseg.engine.automatic", "napari_granseg.engine.hierarchy")
+            from ..engine.automatic import segment_everything, segment_everything_stack
+
+            loaded, pred = self._predictor(model, choice, precision)
+            yield ("model", loaded)
+            image = np.asarray(data)
             granularity = gvals if pred.has_granularity else [None]
+            n_levels = len(granularity)
             results = {}
             for k, g in enumerate(granularity):
+                if is_cancelled():
+                    return None
                 settings = self._settings(pred, g, preset_device, points, stability)
                 label = "SAM 2" if g is None else f"g={g:g}"
                 yield Progress(0, 0, f"{label}: {settings.points_per_side ** 2} prompts per image"
-                                     f" ({k + 1}/{len(granularity)})")
+                                     f" ({k + 1}/{n_levels})")
                 if is_stack:
-                    from ..engine.automatic import segment_everything_stack
-
                     def fn(progress, cancel, g=g, settings=settings):
                         return segment_everything_stack(pred, image, g, progress, cancel, settings), None
                 else:
-                    from ..engine.automatic import segment_everything
-
                     def fn(progress, cancel, g=g, settings=settings):
                         return segment_everything(pred, image, g, progress, cancel, settings, return_info=True)
-                results[g] = yield from blocking_with_progress(fn, is_cancelled)
-            return results
+                # progress over all levels: level k's (done, total) becomes (k * total + done, levels * total)
+                results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k, n_levels, label)
+            if is_cancelled():
+                return None
+            return _layer_specs(results, name, source)
 
-        def done(results):
-            self._add_results(results, name, source)
+        def yielded(value):
+            if isinstance(value, tuple) and value and value[0] == "model":
+                show_model_badge(self.model_badge, value[1], real_model="unsamv2-plus")
 
-        return self.task.start(job, on_done=done, message="starting…")
+        return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
 
-    def _add_results(self, results: dict, source_name: str, source) -> None:
-        from ..engine.hierarchy import build_hierarchy, level_name
-
-        levels = {(1.0 if g is None else g): lab for g, (lab, _) in results.items()}
-        self.hierarchy = build_hierarchy(levels)
+    def _add_results(self, specs: dict) -> None:
+        """Add the finished layers one per event-loop turn (each ``add_labels`` costs a redraw)."""
+        self.hierarchy = specs["hierarchy"]
         self.layers = {}
-        scale, translate = source
-        for g, (lab, info) in results.items():
-            key = 1.0 if g is None else g
-            features = self.hierarchy.features(key)
-            if info is not None and len(features):
-                by_id = {i + 1: d for i, d in enumerate(info)}
-                features["predicted_iou"] = [by_id[int(i)]["predicted_iou"] for i in features["index"]]
-                features["stability_score"] = [by_id[int(i)]["stability_score"] for i in features["index"]]
-            base = "everything SAM 2" if g is None else f"everything g={level_name(g)}"
-            new = self.viewer.add_labels(lab, name=unique_layer_name(self.viewer, base), features=features,
-                                         scale=scale[-lab.ndim:], translate=translate[-lab.ndim:],
-                                         metadata={"granularity": g, "source": source_name})
-            self.layers[key] = new
-        n = {g: int(lab.max()) for g, (lab, _) in results.items()}
-        self.status.setText("objects: " + ", ".join(f"{'SAM 2' if g is None else f'g={g:g}'}: {v}"
-                                                    for g, v in n.items()))
+        self._pending_layers = list(specs["layers"])
+        self.status.setText(specs["summary"])
+        self._update_buttons()
+        QTimer.singleShot(0, self._add_next_layer)
 
+    def _add_next_layer(self) -> None:
+        if not self._pending_layers:
+            return
+        spec = self._pending_layers.pop(0)
+        try:
+            new = self.viewer.add_labels(spec["data"], name=unique_layer_name(self.viewer, spec["name"]),
+                                         features=spec["features"], scale=spec["scale"],
+                                         translate=spec["translate"], metadata=spec["metadata"])
+            self.layers[spec["key"]] = new
+        except RuntimeError as err:  # the viewer was closed meanwhile
+            if "has been deleted" not in str(err):
+                raise
+            self._pending_layers.clear()
+        if self._pending_layers:
+            QTimer.singleShot(0, self._add_next_layer)
+        self._update_buttons()
     # ---------------------------------------------------------------- export
     def export(self, folder) -> list:
         """Write the last run's label TIFFs (one per g) and the hierarchy CSV to ``folder``; returns paths."""
@@ -279,17 +356,17 @@ class EverythingWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Export labels and hierarchy table to folder")
         if not folder:
             return
-        try:
-            paths = self.export(folder)
-        except Exception as exc:  # noqa: BLE001
-            notify_error(exc, "Export")
-            return
-        from napari.utils.notifications import show_info
-
-        show_info(f"wrote {len(paths)} files to {folder}")
+        paths = guard(lambda: self.export(folder), "Export", self._remember_error)
+        if paths is not None:
+            notify("info", f"wrote {len(paths)} files to {folder}")
 
 
 def _auto_device() -> str:
+    """The device "auto" means, once torch is imported (by the first worker); "cpu" until then."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return "cpu"
     from ..devices import resolve_device
 
     try:
@@ -297,3 +374,27 @@ def _auto_device() -> str:
     except Exception:  # noqa: BLE001
         return "cpu"
 
+
+
+def _layer_specs(results: dict, source_name: str, source) -> dict:
+    """Everything the GUI thread needs to add the result layers (hierarchy and features built here, in the worker)."""
+    from ..engine.hierarchy import build_hierarchy, level_name
+
+    levels = {(1.0 if g is None else g): lab for g, (lab, _) in results.items()}
+    hierarchy = build_hierarchy(levels)
+    scale, translate = source
+    specs = []
+    for g, (lab, info) in results.items():
+        key = 1.0 if g is None else g
+        features = hierarchy.features(key)
+        if info is not None and len(features):
+            by_id = {i + 1: d for i, d in enumerate(info)}
+            features["predicted_iou"] = [by_id[int(i)]["predicted_iou"] for i in features["index"]]
+            features["stability_score"] = [by_id[int(i)]["stability_score"] for i in features["index"]]
+        specs.append({"key": key, "data": lab, "features": features,
+                      "name": "everything SAM 2" if g is None else f"everything g={level_name(g)}",
+                      "scale": scale[-lab.ndim:], "translate": translate[-lab.ndim:],
+                      "metadata": {"granularity": g, "source": source_name}})
+    summary = "objects: " + ", ".join(f"{'SAM 2' if g is None else f'g={g:g}'}: {int(lab.max())}"
+                                      for g, (lab, _) in results.items())
+    return {"hierarchy": hierarchy, "layers": specs, "summary": summary}

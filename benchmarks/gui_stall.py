@@ -1,0 +1,266 @@
+"""How long napari's GUI thread stalls in each phase of using the plugin's widgets (event-loop gaps).
+
+A 10 ms QTimer on the GUI thread records the time between its ticks; the longest gap of a phase is how long the
+viewer was frozen (a person notices ~100 ms). Phases, each driven the way a person does it (real clicks on the
+buttons and the canvas, the widgets opened through napari's plugin machinery):
+
+  open_interactive, load_model, first_click, slider, propagate      (Interactive (UnSAMv2))
+  open_everything, everything                                         (Segment everything (UnSAMv2), 3 levels)
+  open_fewshot, fewshot                                               (Few-shot series (SANSA))
+
+Models: the bundled demo models (the default offline), so the numbers measure the GUI plumbing, not a large
+model. Needs a display: run under Xvfb, e.g.::
+
+    xvfb-run -a -s "-screen 0 1600x1200x24" python benchmarks/gui_stall.py --size 1024
+
+Prints a table and writes JSON to benchmarks/results/gui_stall[_<tag>].json. ``--tag before`` with
+PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TIMEOUT_S = 600
+PHASE_TIMEOUT_S = 180  # a phase that does not finish (e.g. a click that previews nothing) is recorded as such
+
+
+class StallMeter:
+    """Longest gap between ticks of a 10 ms timer on the GUI thread, per phase."""
+
+    def __init__(self, interval_ms: int = 10):
+        from qtpy.QtCore import QTimer
+
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self._tick)
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+        self.timer.start()
+
+    def _tick(self) -> None:
+        now = time.perf_counter()
+        self.max_gap = max(self.max_gap, now - self.last)
+        self.last = now
+
+    def reset(self) -> None:
+        self.last = time.perf_counter()
+        self.max_gap = 0.0
+
+
+def pump_until(condition, timeout_s: float = TIMEOUT_S, settle_ms: int = 200) -> None:
+    """Run the Qt event loop until ``condition()`` holds, then ``settle_ms`` more (late callbacks count)."""
+    from qtpy.QtCore import QEventLoop, QTimer
+
+    loop = QEventLoop()
+    start = time.perf_counter()
+
+    def check():
+        if condition() or time.perf_counter() - start > timeout_s:
+            loop.quit()
+        else:
+            QTimer.singleShot(5, check)
+
+    QTimer.singleShot(0, check)
+    loop.exec_() if hasattr(loop, "exec_") else loop.exec()
+    if time.perf_counter() - start > timeout_s:
+        raise TimeoutError("phase did not finish in time")
+    end = QEventLoop()
+    QTimer.singleShot(settle_ms, end.quit)
+    end.exec_() if hasattr(end, "exec_") else end.exec()
+
+
+def _busy(widget) -> bool:
+    busy = getattr(widget, "busy", None)
+    if busy is not None:
+        return bool(busy)
+    return bool(widget.task.running)  # an everything widget without ``busy``
+
+
+def click(widget) -> None:
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    QTest.mouseClick(widget, Qt.LeftButton)
+
+
+def click_canvas(viewer, row: float, col: float) -> None:
+    """A person's left click on the canvas at data (row, col) of a 2D view."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtTest import QTest
+
+    canvas = viewer.window._qt_viewer.canvas
+    native = canvas.native
+    cam = viewer.camera
+    x = (col - cam.center[-1]) * cam.zoom + native.width() / 2
+    y = (row - cam.center[-2]) * cam.zoom + native.height() / 2
+    QTest.mouseClick(native, Qt.LeftButton, Qt.NoModifier, QPoint(int(x), int(y)))
+
+
+def scene_image(size: int) -> tuple[np.ndarray, tuple[float, float]]:
+    """A 16-bit nested-cells image of ``size`` px and one nucleolus (row, col)."""
+    from napari_granseg.synthetic import nested_cells_scene
+
+    scene = nested_cells_scene(size=size, n_cells=3, seed=7)
+    return scene.image, tuple(scene.centers[0])
+
+
+def run(size: int, slices: int, phases: set[str]) -> dict:  # noqa: C901 - one linear script of phases
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    meter = StallMeter()
+    rows: dict[str, dict] = {}
+
+    def phase(name: str, action, done, note: str = "") -> bool:
+        if name not in phases:
+            return True
+        meter.reset()
+        t0 = time.perf_counter()
+        action()
+        finished = True
+        try:
+            pump_until(done, timeout_s=PHASE_TIMEOUT_S)
+        except TimeoutError:
+            finished = False
+            note = f"DID NOT FINISH in {PHASE_TIMEOUT_S} s; {note}"
+        rows[name] = {"max_gap_ms": round(meter.max_gap * 1000, 1),
+                      "duration_s": round(time.perf_counter() - t0, 2), "note": note, "finished": finished}
+        print(f"{name:18s} max gap {rows[name]['max_gap_ms']:8.1f} ms  ({rows[name]['duration_s']} s) {note}",
+              flush=True)
+        return finished
+
+    image, (r, c) = scene_image(size)
+    pump_until(lambda: True)
+
+    # ------------------------------------------------------------------ interactive
+    if phases & {"open_interactive", "load_model", "first_click", "slider", "propagate"}:
+        viewer.add_image(image, name="cells")
+        box = {}
+        phase("open_interactive",
+              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]),
+              lambda: True)
+        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]
+        phase("load_model", lambda: None, lambda: getattr(w, "predictor", None) is not None and not _busy(w))
+        prompts = getattr(w, "prompts_layer", None)
+        real = prompts is not None and viewer.layers.selection.active is prompts and prompts.mode == "add"
+        note = "real canvas click" if real else "w.add_prompt (no prompts layer selected in add mode)"
+
+        def first_click():
+            if real:
+                click_canvas(viewer, r, c)
+            else:
+                w.add_prompt((r, c))
+        if not phase("first_click", first_click, lambda: w.preview_mask is not None and not _busy(w), note):
+            phases = phases - {"slider", "propagate"}  # nothing to slide or commit without a preview
+
+        def slide():
+            for k, g in enumerate((0.3, 0.5, 0.7, 0.9, 1.0)):
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(120 * k, lambda g=g: w.granularity_slider.setValue(g))
+        phase("slider", slide, lambda: abs(w.granularity_slider.value() - 1.0) < 1e-6 and not _busy(w)
+              and w.preview_mask is not None)
+        if "propagate" in phases:
+            from napari_granseg.synthetic import nested_cells_stack
+
+            stack, _ = nested_cells_stack(n_slices=slices, size=min(size, 256), seed=3, drift=2.0)
+            viewer.layers.clear()
+            viewer.add_image(stack, name="stack")
+            w.image_combo.setCurrentText("stack")
+            pump_until(lambda: not _busy(w))
+            viewer.dims.set_current_step(0, 0)
+            sr, sc = _stack_center(stack[0])
+            w.add_prompt((sr, sc))
+            pump_until(lambda: w.preview_mask is not None and not _busy(w))
+            w.commit()
+            pump_until(lambda: not _busy(w))
+            phase("propagate", lambda: click(w.propagate_button), lambda: not _busy(w),
+                  f"{slices} slices of {min(size, 256)} px")
+        viewer.window.remove_dock_widget("all")
+        viewer.layers.clear()
+
+    # ------------------------------------------------------------------ everything
+    if phases & {"open_everything", "everything"}:
+        viewer.add_image(image, name="cells")
+        box = {}
+        phase("open_everything",
+              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
+                                                                        "Segment everything (UnSAMv2)")[1]),
+              lambda: True)
+        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Segment everything (UnSAMv2)")[1]
+        pump_until(lambda: "finding" not in getattr(getattr(w, "model_badge", None), "text", lambda: "")())
+        w.granularity.setText("0.1, 0.5, 1.0")
+        w.points.setValue(8)
+        phase("everything", lambda: click(w.run_button),
+              lambda: not _busy(w) and sum(n.name.startswith("everything") for n in viewer.layers) == 3,
+              f"3 levels, 8x8 points, {size} px")
+        viewer.window.remove_dock_widget("all")
+        viewer.layers.clear()
+
+    # ------------------------------------------------------------------ few-shot
+    if phases & {"open_fewshot", "fewshot"}:
+        from napari_granseg.synthetic import shapes_scene
+
+        rng = np.random.default_rng(5)
+        fs_size = min(size, 512)
+        scenes = [shapes_scene(size=fs_size, n_objects=4, rng=rng) for _ in range(slices)]
+        images = np.stack([s[0] for s in scenes])
+        refs = np.zeros(images.shape, np.int32)
+        refs[0] = scenes[0][1]
+        viewer.add_image(images, name="series")
+        viewer.add_labels(refs, name="refs")
+        box = {}
+        phase("open_fewshot",
+              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
+                                                                        "Few-shot series (SANSA)")[1]),
+              lambda: True)
+        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Few-shot series (SANSA)")[1]
+        w.size_combo.setCurrentText("model size")
+        phase("fewshot", lambda: click(w.run_button),
+              lambda: not _busy(w) and "refs few-shot" in viewer.layers, f"{slices} slices of {fs_size} px, "
+              "first run (model load included)")
+    viewer.close()
+    return rows
+
+
+def _stack_center(img: np.ndarray) -> tuple[float, float]:
+    """The brightest pixel (a nucleolus of the synthetic stack)."""
+    idx = np.unravel_index(int(np.argmax(img)), img.shape)
+    return float(idx[0]), float(idx[1])
+
+
+def main(argv=None) -> None:
+    all_phases = ["open_interactive", "load_model", "first_click", "slider", "propagate", "open_everything",
+                  "everything", "open_fewshot", "fewshot"]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=1024, help="image size (px) of the 2D phases")
+    ap.add_argument("--slices", type=int, default=6, help="slices of the propagate and few-shot stacks")
+    ap.add_argument("--phases", default=",".join(all_phases), help="comma list of phases")
+    ap.add_argument("--tag", default="", help="suffix of the JSON file (e.g. before / after)")
+    args = ap.parse_args(argv)
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    rows = run(args.size, args.slices, phases)
+    import napari_granseg
+
+    print(f"\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
+    for name in all_phases:
+        if name in rows:
+            row = rows[name]
+            print(f"| {name} | {row['max_gap_ms']} | {row['duration_s']} | {row['note']} |")
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"gui_stall{'_' + args.tag if args.tag else ''}.json"
+    out.write_text(json.dumps({"phases": rows, "size": args.size, "slices": args.slices,
+                               "plugin": str(Path(napari_granseg.__file__).parent),
+                               "machine": platform.platform(), "python": platform.python_version()}, indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
