@@ -114,18 +114,20 @@ def test_an_elongated_strip_is_not_stretched(demo_predictor):
 
 def test_segment_everything_finds_every_cell_once_across_tiles(demo_predictor):
     image, cells = mosaic(2, 2)
-    labels = segment_everything_tiled(demo_predictor, image, granularity=1.0, points_per_side=16)
-    found = 0
-    for mask, _ in cells:
-        ids, counts = np.unique(labels[mask], return_counts=True)
-        best = max((_iou(labels == k, mask) for k in ids if k), default=0.0)
-        found += best > 0.7
-    assert found >= len(cells) - 1, (found, len(cells))
+    labels = segment_everything_tiled(demo_predictor, image, granularity=1.0, points_per_side=12)
+    best = [max((_iou(labels == k, mask) for k in np.unique(labels[mask]) if k), default=0.0) for mask, _ in cells]
+    assert min(best) > 0.5 and np.mean(best) > 0.8, best  # every cell found (COCO's IoU 0.5), most of them tight
     # no object twice: every cell is covered mostly by one label id
     for mask, _ in cells:
         ids, counts = np.unique(labels[mask & (labels > 0)], return_counts=True)
         if len(counts):
             assert counts.max() / counts.sum() > 0.8
+    # the whole mosaic squeezed into one model input finds fewer (what tiling is for)
+    from napari_granseg.engine.automatic import segment_everything
+
+    down = segment_everything(demo_predictor, image, granularity=1.0, points_per_side=12)
+    found_down = sum(max((_iou(down == k, m) for k in np.unique(down[m]) if k), default=0.0) > 0.5 for m, _ in cells)
+    assert found_down < len(cells)
 
 
 def test_a_cell_across_a_tile_border_is_stitched_whole(demo_predictor):
@@ -141,7 +143,7 @@ def test_a_cell_across_a_tile_border_is_stitched_whole(demo_predictor):
     truth[20:276, x:x + 256] = cell
     first = tile_windows((h, w), 256, 64)[0]
     assert truth[:, first.x1 - 1].any() and truth[:, first.x1:].any()  # really cut by the first tile
-    labels = segment_everything_tiled(demo_predictor, image, granularity=1.0, points_per_side=16)
+    labels = segment_everything_tiled(demo_predictor, image, granularity=1.0, points_per_side=12)
     ids = [k for k in np.unique(labels[truth]) if k]
     best = max(_iou(labels == k, truth) for k in ids)
     assert best > 0.8
