@@ -117,11 +117,11 @@ def test_segment_everything_finds_every_cell_once_across_tiles(demo_predictor):
     labels = segment_everything_tiled(demo_predictor, image, granularity=1.0, points_per_side=12)
     best = [max((_iou(labels == k, mask) for k in np.unique(labels[mask]) if k), default=0.0) for mask, _ in cells]
     assert min(best) > 0.5 and np.mean(best) > 0.8, best  # every cell found (COCO's IoU 0.5), most of them tight
-    # no object twice: every cell is covered mostly by one label id
+    # no object twice: one label per cell matches it (inner objects found at g = 1 may sit on it, as without
+    # tiling), never two copies from overlapping tiles
     for mask, _ in cells:
-        ids, counts = np.unique(labels[mask & (labels > 0)], return_counts=True)
-        if len(counts):
-            assert counts.max() / counts.sum() > 0.8
+        matching = [k for k in np.unique(labels[mask]) if k and _iou(labels == k, mask) > 0.5]
+        assert len(matching) == 1
     # the whole mosaic squeezed into one model input finds fewer (what tiling is for)
     from napari_granseg.engine.automatic import segment_everything
 

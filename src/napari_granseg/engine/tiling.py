@@ -247,14 +247,24 @@ class TiledPredictor:
         return done
 
 
-def _touches_inner_border(bbox_xywh: Sequence[float], window: Window, shape: tuple[int, int]) -> bool:
-    """True when a mask's box reaches a window edge that is not an image edge (the object is cut there)."""
-    x, y, bw, bh = bbox_xywh
+#: A mask is cut by a tile border when at least this many of its pixels lie on that border (a few stray
+#: pixels of an upsampled low-res mask touching the edge do not make a cut object).
+CUT_MIN_PIXELS = 4
+
+
+def _is_cut(mask: np.ndarray, window: Window, shape: tuple[int, int]) -> bool:
+    """True when ``mask`` (the tile's own frame) runs into a tile edge that is not an image edge."""
     h, w = shape
-    top, left = window.y0 + y, window.x0 + x
-    bottom, right = top + bh, left + bw
-    return ((window.y0 > 0 and top <= window.y0) or (window.x0 > 0 and left <= window.x0)
-            or (window.y1 < h and bottom >= window.y1 - 1) or (window.x1 < w and right >= window.x1 - 1))
+    edges = []
+    if window.y0 > 0:
+        edges.append(mask[0, :])
+    if window.x0 > 0:
+        edges.append(mask[:, 0])
+    if window.y1 < h:
+        edges.append(mask[-1, :])
+    if window.x1 < w:
+        edges.append(mask[:, -1])
+    return any(int(edge.sum()) >= CUT_MIN_PIXELS for edge in edges)
 
 
 @dataclass
@@ -314,29 +324,34 @@ def _inside_fraction(a: _Piece, b: _Piece) -> float:
     return float((a.mask & b.crop(y0, x0, y1, x1)).sum()) / max(1, a.area)
 
 
+def _shared_iou(a: _Piece, b: _Piece) -> float:
+    """IoU of two pieces inside the overlap of their tiles (where both tiles saw the object)."""
+    y0, x0 = max(a.window.y0, b.window.y0), max(a.window.x0, b.window.x0)
+    y1, x1 = min(a.window.y1, b.window.y1), min(a.window.x1, b.window.x1)
+    if y1 <= y0 or x1 <= x0:
+        return 0.0
+    return _iou_in(a, b, y0, x0, y1, x1)
+
+
 def _stitch(pieces: list[_Piece], iou_thresh: float) -> list[_Piece]:
     """Whole pieces first (best score first, duplicates by IoU dropped); then pieces cut by a tile border:
-    dropped when a kept piece already holds them, merged with the cut piece of the same object from the
-    neighbouring tile (they agree where the two tiles overlap), kept otherwise."""
+    dropped when a whole piece already holds them, else joined to the kept piece of the same object from a
+    neighbouring tile (they agree where the two tiles overlap), else kept."""
     kept: list[_Piece] = []
     for piece in sorted((p for p in pieces if not p.cut), key=lambda p: -p.score):
         if all(_iou(piece, other) <= iou_thresh for other in kept):
             kept.append(piece)
-    whole = list(kept)
-    cut: list[_Piece] = []
+    n_whole = len(kept)
     for piece in sorted((p for p in pieces if p.cut), key=lambda p: -p.area):
-        if any(_iou(piece, o) > iou_thresh or _inside_fraction(piece, o) > 0.6 for o in whole):
+        if any(_iou(piece, o) > iou_thresh or _inside_fraction(piece, o) > 0.6 for o in kept[:n_whole]):
             continue
-        for i, other in enumerate(cut):
-            win_a, win_b = piece.window, other.window
-            shared = (max(win_a.y0, win_b.y0), max(win_a.x0, win_b.x0), min(win_a.y1, win_b.y1),
-                      min(win_a.x1, win_b.x1))
-            if shared[2] > shared[0] and shared[3] > shared[1] and _iou_in(piece, other, *shared) > iou_thresh:
-                cut[i] = other.union(piece)
+        for i, other in enumerate(kept):
+            if other.window != piece.window and _shared_iou(piece, other) > iou_thresh:
+                kept[i] = other.union(piece)
                 break
         else:
-            cut.append(piece)
-    return whole + cut
+            kept.append(piece)
+    return kept
 
 
 def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | None = 0.5,
@@ -378,7 +393,7 @@ def segment_everything_tiled(predictor, image: np.ndarray, granularity: float | 
                 continue
             rows, cols = np.nonzero(mask)
             y0, y1, x0, x1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-            cut = _touches_inner_border((x0, y0, x1 - x0 - 1, y1 - y0 - 1), window, (h, w))
+            cut = _is_cut(mask, window, (h, w))
             pieces.append(_Piece(window.y0 + int(y0), window.x0 + int(x0), mask[y0:y1, x0:x1].copy(),
                                  float(rec["predicted_iou"]) * float(rec.get("stability_score", 1.0)),
                                  window, cut))
