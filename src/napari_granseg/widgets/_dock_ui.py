@@ -49,8 +49,6 @@ def build_ui(w) -> None:
     """Create the controls as attributes of the dock ``w`` (no signal is connected here)."""
     from superqt import QLabeledDoubleSlider
 
-    from .. import zoo
-
     outer = QVBoxLayout(w)
     w.demo_banner = QLabel("")
     w.demo_banner.setWordWrap(True)
@@ -71,12 +69,9 @@ def build_ui(w) -> None:
 
     w.model_combo = QComboBox()
     w.model_combo.setEditable(True)
-    w.model_combo.addItems([n for n, s in zoo.ZOO.items() if s.kind in ("unsamv2", "sam2")])
-    w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file")
-    try:
-        w.model_combo.setCurrentText(zoo.default_model_name("unsamv2"))
-    except Exception:  # pragma: no cover - never block the UI on the zoo
-        w.model_combo.setCurrentText("unsamv2-demo")
+    w.model_combo.lineEdit().setPlaceholderText("default model")
+    w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file (the list is filled in the "
+                             "background; empty: the default model)")
     w.device_combo = QComboBox()
     w.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
     w.device_combo.setToolTip("where the model runs (auto: CUDA, then Apple MPS, then CPU)")

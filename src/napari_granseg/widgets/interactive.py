@@ -22,6 +22,7 @@ then ``w.model = gs.load_model(...)``, ``w.predictor``, ``w.segment_points([(row
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
@@ -29,7 +30,7 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from . import _tasks
+from ._common import WidgetError, import_engines, notify, notify_error, start_describe_models
 from ._dock_ui import G_STEP, SHORTCUTS, build_ui, shortcuts_text
 from ._image_binding import LABELS_NAME, NEW_LABELS_ITEM, PREVIEW_NAME, ImageBinding
 from ._predictor import make_predictor
@@ -37,7 +38,7 @@ from ._preview import PreviewController
 from ._preview_glue import PreviewGlue
 from ._prompt_layers import POINTS_NAME, PromptLayers, spatial_shape, unwrap
 from ._stack_actions import StackActions, write_object
-from ._tasks import BackgroundTask, Progress, avoid_triton_llvm_crash
+from ._tasks import BackgroundTask, Progress
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -50,14 +51,6 @@ log = logging.getLogger(__name__)
 
 PROMPTS_NAME = POINTS_NAME
 DEBOUNCE_MS = 80
-
-WidgetError = getattr(_tasks, "WidgetError", None)
-if WidgetError is None:  # the shared one lives in ._tasks once all widgets use it
-    class WidgetError(ValueError):  # type: ignore[no-redef]
-        """A user mistake in the widget (no image, wrong view, ...); the message says what to do."""
-
-#: exceptions whose message is for the user; anything else (TypeError, KeyError, ...) is a bug: logged
-USER_ERRORS = tuple(t for t in _tasks.USER_ERRORS if t not in (TypeError, KeyError)) + (WidgetError,)
 
 
 @dataclass
@@ -97,6 +90,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self._intensity: dict[tuple, tuple[float, float]] = {}
         self._blank: np.ndarray | None = None
         self._model_serial = 0
+        self._building = False  # a predictor is being built in a worker (see set_model)
         self.setWindowTitle("Interactive (UnSAMv2)")
         build_ui(self)
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
@@ -116,6 +110,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                                     self.negative_check.isChecked, lambda fn: QTimer.singleShot(0, fn))
         self._connect()
         self._refresh_layer_choices()
+        start_describe_models("unsamv2", self._models_listed)  # the zoo imports torch: not on the GUI thread
         QTimer.singleShot(0, self._image_changed)  # also when the image was there before the widget
         if model is not None:
             self.set_model(model)
@@ -149,20 +144,13 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     # ================================================================ notifications and errors
     def _notify(self, level: str, message: str) -> None:
         """Show a napari notification and keep it in ``last_message`` (tests, console)."""
-        from napari.utils import notifications
-
         self.last_message = (level, message)
-        {"error": notifications.show_error, "warning": notifications.show_warning,
-         "info": notifications.show_info}[level](message)
+        notify(level, message)
 
     def _report(self, exc: BaseException) -> None:
-        """A user mistake becomes its message; anything else is a bug: logged with its traceback."""
-        if isinstance(exc, USER_ERRORS):
-            self._notify("error", str(exc))
-        else:
-            log.error("napari-granseg interactive widget: internal error", exc_info=exc)
-            self._notify("error", f"internal error in napari-granseg ({type(exc).__name__}: {exc}); the traceback "
-                                  f"is in the log, please report it")
+        """A user mistake becomes its message; anything else is a bug: logged with its traceback
+        (:func:`._common.notify_error`)."""
+        self.last_message = ("error", notify_error(exc))
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         """Run a GUI action; errors become notifications (see :meth:`_report`)."""
@@ -183,15 +171,19 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     def model(self, loaded: "LoadedModel") -> None:
         self.set_model(loaded)
 
+    def _models_listed(self, described) -> None:
+        names, default, _demo = described
+        typed = self.model_combo.currentText()
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+        self.model_combo.setCurrentText(typed or default)
+
     def _load_clicked(self) -> None:
         self._guard(lambda: self.load_model(self.model_combo.currentText().strip() or None,
                                             self.device_combo.currentText()))
 
     def load_model(self, name_or_path: str | None = None, device: str = "auto") -> None:
         """Load a model (and build its predictor) in a thread worker; non-blocking."""
-        from .. import zoo
-
-        avoid_triton_llvm_crash()  # before anything imports torchvision (see _tasks)
         if self._task.running:
             raise WidgetError("wait for the running task to finish (or press Cancel) before loading a model")
         self._model_serial += 1
@@ -199,6 +191,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
 
         def job(is_cancelled):
             yield Progress(0, 0, f"loading {label} model…")
+            import_engines("napari_granseg.engine.interactive")
+            from .. import zoo
+
             named = name_or_path is None or name_or_path in zoo.ZOO
             loaded = zoo.load_model(name_or_path, kind=None if named else "unsamv2", device=device)
             if loaded.kind not in ("unsamv2", "sam2"):
@@ -214,10 +209,15 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self._task.start(job, on_done=done, on_error=self._report, message=f"loading {label} model…")
 
     def set_model(self, loaded: "LoadedModel", predictor=None) -> None:
-        """Use ``loaded`` (a LoadedModel from ``gs.load_model``) with a fresh predictor at the chosen precision."""
-        avoid_triton_llvm_crash()  # before the engine imports torchvision (see _tasks)
+        """Use ``loaded`` (a LoadedModel from ``gs.load_model``) with a fresh predictor at the chosen precision.
+
+        The predictor is built here only when none is given; ``loaded`` comes from ``gs.load_model``, so the
+        engine is already imported (the Load button builds both in its worker)."""
         self._model_serial += 1
         self._model = loaded
+        if predictor is None and "napari_granseg.engine.interactive" not in sys.modules:
+            self._build_predictor_in_worker(loaded)
+            return
         self.predictor = predictor or make_predictor(loaded, self.precision_combo.currentText())
         self.preview.invalidate()
         demo = bool(getattr(loaded, "is_demo", False))
@@ -231,6 +231,34 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.granularity_slider.setEnabled(self.predictor.has_granularity)
         self.model_changed.emit()
         self.preview.schedule()
+        self._refresh()
+
+    def _build_predictor_in_worker(self, loaded) -> None:
+        """Import the engine and build the predictor off the GUI thread, then :meth:`set_model` with it."""
+        serial, precision = self._model_serial, self.precision_combo.currentText()
+        self.predictor = None
+
+        def build():
+            import_engines("napari_granseg.engine.interactive")
+            return make_predictor(loaded, precision)
+
+        def done(pred):
+            self._building = False
+            if serial == self._model_serial:
+                self.set_model(loaded, pred)
+
+        def failed(exc):
+            self._building = False
+            self._report(exc)
+            self._refresh()
+
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(build, _start_thread=False)  # not self._task: a model load may be running
+        worker.returned.connect(done)
+        worker.errored.connect(failed)
+        self._building = True
+        worker.start()
         self._refresh()
 
     def _rebuild_predictor(self) -> None:
@@ -373,7 +401,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     # ================================================================ status and buttons
     def _next_step(self) -> str:
         if self.predictor is None:
-            return "loading the model…" if self._task.running else "no model: pick one and press Load"
+            return ("loading the model…" if self._task.running or self._building
+                    else "no model: pick one and press Load")
         layer = self.image_layer
         if layer is None:
             return "open an image (File > Open, or File > Open Sample > napari-granseg)"
@@ -419,7 +448,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     @property
     def busy(self) -> bool:
         """True while a model load, embedding, propagation or preview runs in the background."""
-        return self._task.running or self._preview_task.running or self.preview.busy
+        return self._task.running or self._building or self._preview_task.running or self.preview.busy
 
     @property
     def state(self) -> dict:
