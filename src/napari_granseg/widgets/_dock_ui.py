@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                            QPushButton, QSizePolicy, QVBoxLayout)
+                            QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
 
 __all__ = ["SHORTCUTS", "shortcuts_text", "build_ui"]
 
@@ -91,6 +91,25 @@ def build_ui(w) -> None:
     w.model_label.setToolTip("the model in use and its device")
     form.addRow("", w.model_label)
 
+    from ._image_source import CHANNELS_TIP, SCALE_TIP, TILE_TIP
+
+    w.scale_combo = QComboBox()
+    w.scale_combo.addItems(["auto", "tile", "downscale"])
+    w.scale_combo.setToolTip(SCALE_TIP)
+    w.tile_spin = QSpinBox()
+    w.tile_spin.setRange(0, 8192)
+    w.tile_spin.setSingleStep(128)
+    w.tile_spin.setSpecialValueText("model size")
+    w.tile_spin.setToolTip(TILE_TIP)
+    w.channels_combo = QComboBox()
+    w.channels_combo.setToolTip(CHANNELS_TIP)
+    srow = QHBoxLayout()
+    srow.addWidget(w.scale_combo)
+    srow.addWidget(QLabel("tile"))
+    srow.addWidget(w.tile_spin)
+    srow.addWidget(w.channels_combo, 1)
+    form.addRow("Scale", srow)
+
     w.granularity_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
     w.granularity_slider.setRange(0.1, 1.0)
     w.granularity_slider.setSingleStep(0.01)
@@ -134,10 +153,10 @@ def build_ui(w) -> None:
         buttons.addWidget(b)
     outer.addLayout(buttons)
 
-    stack_box = QGroupBox("Stacks (z or t)")
+    stack_box = QGroupBox("Stacks (z or t) and tiled images")
     stack_row = QHBoxLayout(stack_box)
-    w.embed_all_button = _button("Embed all slices", "compute every slice's embedding now, so clicks on any "
-                                                     "slice only run the fast decoder")
+    w.embed_all_button = _button("Embed all", "compute every slice's (or, for a tiled image, every tile's) "
+                                              "embedding now, so clicks anywhere only run the fast decoder")
     w.propagate_button = _button("Propagate (Shift+P)", "follow the last committed object through the stack")
     stack_row.addWidget(w.embed_all_button)
     stack_row.addWidget(w.propagate_button)

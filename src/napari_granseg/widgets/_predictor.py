@@ -10,7 +10,7 @@ import threading
 
 import numpy as np
 
-__all__ = ["make_predictor", "predictor_lock", "set_image", "is_cached", "stack_intensity"]
+__all__ = ["make_predictor", "predictor_lock", "set_image", "is_cached", "stack_intensity", "model_size"]
 
 
 def make_predictor(loaded, precision: str = "auto", cache_size: int = 8):
@@ -39,3 +39,10 @@ def stack_intensity(stack) -> tuple[float, float] | None:
     from ..engine.normalize import stack_intensity_range
 
     return stack_intensity_range(stack)
+
+
+def model_size(predictor) -> int | None:
+    """The model's square input size in pixels; None when it is not known here (a predictor on a remote worker)."""
+    model = getattr(predictor, "model", None)
+    size = getattr(model, "image_size", None)
+    return None if size is None else int(size)

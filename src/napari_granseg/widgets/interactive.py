@@ -138,6 +138,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.image_combo.currentIndexChanged.connect(lambda _i: self._image_changed())
         self.image_combo.activated.connect(lambda _i: self._image_changed())  # also re-picking the same one
         self.labels_combo.currentIndexChanged.connect(lambda _i: self._refresh())
+        for signal in (self.scale_combo.currentTextChanged, self.tile_spin.valueChanged,
+                       self.channels_combo.currentTextChanged):
+            signal.connect(lambda _v=None: self._view_changed())
         for mode, button in self.mode_buttons.items():
             button.clicked.connect(lambda _c=False, m=mode: self._guard(lambda: self.set_mode(m)))
 
@@ -279,6 +282,13 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         for m, b in self.mode_buttons.items():
             b.setChecked(m == mode)
 
+    def _view_changed(self) -> None:
+        """Scale, tile or channels changed: the shown preview no longer matches what the model sees."""
+        self.preview.invalidate()
+        if self.prompts.count():
+            self.preview.schedule()
+        self._refresh()
+
     def _prompts_changed(self) -> None:
         if self.live_check.isChecked():
             self.preview.schedule()
@@ -323,9 +333,11 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                     log.warning("could not bind %s: %s", key, exc)
 
     # ================================================================ commit / undo
-    def _target_labels(self, image_layer):
+    def _target_labels(self, image_layer, index: tuple[int, ...] | None = None):
         labels = self.labels_layer
         shape = spatial_shape(image_layer)
+        if index == () and len(shape) > 2:  # channels of a (C, H, W) layer: one 2D image
+            shape = shape[-2:]
         if labels is None:
             if LABELS_NAME in self.viewer.layers:
                 labels = self.viewer.layers[LABELS_NAME]
@@ -360,7 +372,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         req = shown.request
         if req.image_name not in self.viewer.layers:
             raise WidgetError("the image of this preview was removed: click an object again")
-        labels = self._target_labels(self.viewer.layers[req.image_name])
+        labels = self._target_labels(self.viewer.layers[req.image_name], req.index)
         label_id, n = write_object(labels, req.index, shown.mask.view(bool), req.refine_label, WidgetError)
         self.last_commit = CommitRecord(req.image_name, labels.name, label_id, req.index, req.points_xy,
                                         req.point_labels, req.granularity, req.box, n)
@@ -431,7 +443,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             self.next_button.setEnabled(bool(self.prompts.count()) or self.preview.shown is not None)
             self.undo_button.setEnabled(self._can_undo())
             self.run_button.setEnabled(has_model and bool(self.prompts.count()))
-            self.embed_all_button.setEnabled(has_model and is_stack and idle)
+            tiled = has_model and layer is not None and int(layer.ndim) == 2 and bool(
+                self.tile_for(spatial_shape(layer)))
+            self.embed_all_button.setEnabled(has_model and idle and (is_stack or tiled))
             self.propagate_button.setEnabled(has_model and idle and self.last_commit is not None
                                              and len(self.last_commit.index) == 1)
             self.load_button.setEnabled(idle)
