@@ -342,8 +342,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             if LABELS_NAME in self.viewer.layers:
                 labels = self.viewer.layers[LABELS_NAME]
             else:
+                nd = len(shape)
                 labels = self.viewer.add_labels(np.zeros(shape, np.int32), name=LABELS_NAME,
-                                                scale=image_layer.scale, translate=image_layer.translate)
+                                                scale=image_layer.scale[-nd:], translate=image_layer.translate[-nd:])
                 self.viewer.layers.move(self.viewer.layers.index(labels), self.viewer.layers.index(PREVIEW_NAME)
                                         if PREVIEW_NAME in self.viewer.layers else len(self.viewer.layers))
             self._refresh_layer_choices()
