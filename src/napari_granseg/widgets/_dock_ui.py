@@ -86,6 +86,10 @@ def build_ui(w) -> None:
     row.addWidget(w.precision_combo)
     row.addWidget(w.load_button)
     form.addRow("Model", row)
+    from ._compute import ComputeSetting
+
+    w.compute = ComputeSetting(on_change=w._compute_changed, on_error=w._compute_failed)
+    form.addRow("Compute", w.compute.row)
     w.model_label = QLabel("no model loaded")
     w.model_label.setWordWrap(True)
     w.model_label.setToolTip("the model in use and its device")

@@ -14,10 +14,10 @@ __all__ = ["make_predictor", "predictor_lock", "set_image", "is_cached", "stack_
 
 
 def make_predictor(loaded, precision: str = "auto", cache_size: int = 8):
-    """A GranularityPredictor for ``loaded`` at ``precision`` ("auto", "fp32", "bf16")."""
-    from ..engine.interactive import GranularityPredictor
+    """A GranularityPredictor for ``loaded`` at ``precision`` ("auto", "fp32", "bf16") on this machine."""
+    from ._compute import make_predictor as make
 
-    return GranularityPredictor(loaded, cache_size=cache_size, precision=precision)
+    return make(loaded, precision, None, cache_size)
 
 
 def predictor_lock(predictor) -> threading.RLock:

@@ -187,6 +187,7 @@ class StackActions:
         """Compute (and cache) the embeddings of all slices in the background, nearest to the current first."""
         pred = self._require_model()
         layer = self._require_image()
+        self._require_local("Embed all")
         tile = self.tile_for(spatial_shape(layer)[-2:]) if int(layer.ndim) == 2 else None
         if tile:
             return self._embed_all_tiles(layer, tile)
@@ -227,6 +228,7 @@ class StackActions:
         from ..engine.propagate import ObjectPrompt
 
         self._require_model()
+        self._require_local("Propagation")
         rec = self.last_commit
         if rec is None:
             raise self.error_type("nothing to propagate: segment an object on one slice and commit it (C) first")

@@ -30,6 +30,8 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
+from ._compute import compute_error_text, is_compute_error
+from ._compute import make_predictor as make_any_predictor
 from ._common import WidgetError, import_engines, notify, notify_error, start_describe_models
 from ._dock_ui import G_STEP, SHORTCUTS, build_ui, shortcuts_text
 from ._image_binding import LABELS_NAME, NEW_LABELS_ITEM, PREVIEW_NAME, ImageBinding
@@ -96,6 +98,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
         self._preview_task = BackgroundTask(self.preview_busy, None, None, context="GranSeg preview")
         self._task.on_any_finished(self._refresh)
+        self._task.on_any_finished(self._load_if_pending)
+        self._pending_load = False  # the compute changed while a task ran: load the model there afterwards
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -151,8 +155,13 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         notify(level, message)
 
     def _report(self, exc: BaseException) -> None:
-        """A user mistake becomes its message; anything else is a bug: logged with its traceback
-        (:func:`._common.notify_error`)."""
+        """A user mistake becomes its message; a refused address or a lost worker too (also in the status
+        line); anything else is a bug: logged with its traceback (:func:`._common.notify_error`)."""
+        if is_compute_error(exc):
+            self._last_action = compute_error_text(exc)
+            self._notify("error", self._last_action)
+            self._refresh()
+            return
         self.last_message = ("error", notify_error(exc))
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
@@ -191,6 +200,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             raise WidgetError("wait for the running task to finish (or press Cancel) before loading a model")
         self._model_serial += 1
         serial, precision, label = self._model_serial, self.precision_combo.currentText(), name_or_path or "default"
+        session = self.compute.session
+        if session is not None:
+            return self._load_remote(session, name_or_path, device, precision, serial)
 
         def job(is_cancelled):
             yield Progress(0, 0, f"loading {label} model…")
@@ -210,6 +222,63 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                 self.set_model(*result)
 
         self._task.start(job, on_done=done, on_error=self._report, message=f"loading {label} model…")
+
+    def _load_remote(self, session, name, device: str, precision: str, serial: int) -> None:
+        """The predictor on the GPU worker (the model loads there, from its own cache)."""
+        def job(is_cancelled):
+            yield Progress(0, 0, f"loading {name or 'the default'} model on {session.address}…")
+            pred = make_any_predictor(name, precision, session)
+            return pred, pred.info()
+
+        def done(result):
+            if serial == self._model_serial and self.compute.session is session:
+                self._use_remote(*result)
+
+        self._task.start(job, on_done=done, on_error=self._report, message=f"loading on {session.address}…")
+
+    def _use_remote(self, pred, info: dict) -> None:
+        self._model = None
+        self.predictor = pred
+        self.preview.invalidate()
+        demo = bool(info.get("is_demo"))
+        self.model_label.setText(f"{info.get('name')} on {info.get('device')} of {self.compute.address}"
+                                 + (" (DEMO model, see the banner above)" if demo else ""))
+        self.demo_banner.setVisible(demo)
+        self.demo_banner.setText(f"DEMO model ({info.get('name')}) on the GPU worker: trained on synthetic cells "
+                                 f"only. Put a real checkpoint in the worker's cache (docs/remote.md).")
+        self.granularity_slider.setEnabled(bool(pred.has_granularity))
+        self._last_action = f"connected to {self.compute.address}"
+        self.model_changed.emit()
+        self.preview.schedule()
+        self._refresh()
+
+    def _compute_changed(self, session) -> None:
+        """Compute switched (this machine <-> a scheduler): drop the predictor and load the model there."""
+        self._model_serial += 1
+        self.predictor, self._model = None, None
+        self.preview.invalidate()
+        self._last_action = "this machine" if session is None else f"connected to {session.address}"
+        if self._task.running:
+            self._pending_load = True
+            self._task.cancel()
+        else:
+            self._load_clicked()
+        self._refresh()
+
+    def _load_if_pending(self) -> None:
+        if self._pending_load and not self._task.running:
+            self._pending_load = False
+            QTimer.singleShot(0, self._load_clicked)
+
+    def _compute_failed(self, message: str) -> None:
+        self._last_action = message
+        self._notify("error", message)
+        self._refresh()
+
+    def _require_local(self, what: str) -> None:
+        if self.compute.session is not None:
+            raise WidgetError(f"{what} runs on this machine only for now: set Compute to 'this machine' (the "
+                              f"preview and commits work with the GPU worker)")
 
     def set_model(self, loaded: "LoadedModel", predictor=None) -> None:
         """Use ``loaded`` (a LoadedModel from ``gs.load_model``) with a fresh predictor at the chosen precision.
@@ -242,10 +311,15 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.predictor = None
 
         def build():
-            import_engines("napari_granseg.engine.interactive")
-            return make_predictor(loaded, precision)
+            try:
+                import_engines("napari_granseg.engine.interactive")
+                return make_predictor(loaded, precision)
+            except Exception as exc:  # noqa: BLE001 - handed to failed() (a raised one would pop up a dialog)
+                return exc
 
         def done(pred):
+            if isinstance(pred, Exception):
+                return failed(pred)
             self._building = False
             if serial == self._model_serial:
                 self.set_model(loaded, pred)
@@ -259,13 +333,14 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
 
         worker = create_worker(build, _start_thread=False)  # not self._task: a model load may be running
         worker.returned.connect(done)
-        worker.errored.connect(failed)
         self._building = True
         worker.start()
         self._refresh()
 
     def _rebuild_predictor(self) -> None:
-        if self._model is not None:
+        if self.compute.session is not None and not self._task.running:
+            self._load_clicked()
+        elif self._model is not None:
             self._guard(lambda: self.set_model(self._model))
 
     def _require_model(self):
@@ -414,6 +489,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     # ================================================================ status and buttons
     def _next_step(self) -> str:
         if self.predictor is None:
+            if self.compute.connecting:
+                return "connecting…"
             return ("loading the model…" if self._task.running or self._building
                     else "no model: pick one and press Load")
         layer = self.image_layer
@@ -463,7 +540,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     @property
     def busy(self) -> bool:
         """True while a model load, embedding, propagation or preview runs in the background."""
-        return self._task.running or self._building or self._preview_task.running or self.preview.busy
+        return (self._task.running or self._building or self.compute.connecting or self._preview_task.running
+                or self.preview.busy)
 
     @property
     def state(self) -> dict:
