@@ -15,10 +15,17 @@ da = pytest.importorskip("dask.array")
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "large_images"))
-from test_person_paths import TIMEOUT_MS, _iou, click, key, open_widget, show, viewer, wait_preview, wait_ready  # noqa: E402,F401,I001
+from test_person_paths import TIMEOUT_MS, _iou, click, key, open_widget, show, wait_preview, wait_ready  # noqa: E402
 from test_tiling import mosaic  # noqa: E402
 from test_channels import two_channel_scene  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    v = make_napari_viewer(show=True)
+    v.window._qt_window.resize(900, 700)
+    return v
 
 
 def test_a_click_on_a_large_mosaic_previews_the_cell_through_tiles(viewer, qtbot, demo_unsamv2):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["ChannelChoice", "channel_choices", "read_model_image", "SCALE_TIP", "TILE_TIP", "CHANNELS_TIP"]
+__all__ = ["ChannelChoice", "channel_choices", "read_model_image", "level0", "SCALE_TIP", "TILE_TIP", "CHANNELS_TIP"]
 
 MAX_CHANNELS = 5
 
@@ -52,9 +52,13 @@ class ChannelChoice:
         return self.kind == "axis"
 
 
+def level0(layer):
+    """A layer's full-resolution data (level 0 of a multiscale / OME-Zarr layer), never read here."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
 def _shape(layer) -> tuple[int, ...]:
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    return tuple(int(s) for s in data.shape)
+    return tuple(int(s) for s in level0(layer).shape)
 
 
 def channel_choices(layer, others=()) -> list[ChannelChoice]:

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._image_source import read_model_image
+from ._image_source import level0, read_model_image
 from ._predictor import is_cached, model_size, predictor_lock, set_image, stack_intensity
 from ._preview import SWEEP_G, PreviewRequest, PreviewResult
 from ._prompt_layers import spatial_shape
@@ -64,9 +64,9 @@ class PreviewGlue:
             raise self.error_type("refine label works on the downscaled view: set Scale to 'downscale'")
         intensity, extra = None, {"channel": choice, "tile": tile}
         if choice is not None and choice.kind == "axis":
-            extra["full"] = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+            extra["full"] = level0(layer)
         elif choice is not None and choice.kind == "layers":
-            extra["layer_data"] = [self.viewer.layers[n].data for n in choice.layers if n in self.viewer.layers]
+            extra["layer_data"] = [level0(self.viewer.layers[n]) for n in choice.layers if n in self.viewer.layers]
         elif model_index:  # one intensity range per stack, computed once (in the worker: it reads the stack)
             key = (layer.name, spatial_shape(layer))
             intensity = self._intensity.get(key)
