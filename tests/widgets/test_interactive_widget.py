@@ -170,7 +170,10 @@ def test_stack_segments_the_current_slice_and_propagates(make_napari_viewer, qtb
     with qtbot.waitSignal(w.embedded, timeout=TIMEOUT_MS) as sig:
         w.embed_all_button.click()
     assert sig.args == [5]
-    assert all(w.predictor.is_cached(s) for s in stack)
+    from napari_granseg.engine.normalize import stack_intensity_range
+
+    rng = stack_intensity_range(stack)  # every slice embedded with the stack's one range
+    assert all(w.predictor.is_cached(s, intensity=rng) for s in stack)
 
     row, col = scenes[2].centers[0]
     w.granularity = 0.5

@@ -2,6 +2,8 @@
 other labels never overwritten, refine replaces its own label, progress totals right, cancel stops early."""
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -79,8 +81,9 @@ def test_propagation_progress_reaches_its_total_and_embedding_cancel_stops_early
 
     class Predictor:
         calls = 0
+        lock = threading.RLock()
 
-        def set_image(self, image):
+        def set_image(self, image, intensity=None):
             Predictor.calls += 1
 
     seen, done = _run(embed_job(Predictor(), np.zeros((8, 4, 4)), list(range(8))), cancel_after=3)

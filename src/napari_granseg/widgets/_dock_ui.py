@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
-                            QPushButton, QSizePolicy, QVBoxLayout)
+                            QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
 
 __all__ = ["SHORTCUTS", "shortcuts_text", "build_ui"]
 
@@ -49,8 +49,6 @@ def build_ui(w) -> None:
     """Create the controls as attributes of the dock ``w`` (no signal is connected here)."""
     from superqt import QLabeledDoubleSlider
 
-    from .. import zoo
-
     outer = QVBoxLayout(w)
     w.demo_banner = QLabel("")
     w.demo_banner.setWordWrap(True)
@@ -71,12 +69,9 @@ def build_ui(w) -> None:
 
     w.model_combo = QComboBox()
     w.model_combo.setEditable(True)
-    w.model_combo.addItems([n for n, s in zoo.ZOO.items() if s.kind in ("unsamv2", "sam2")])
-    w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file")
-    try:
-        w.model_combo.setCurrentText(zoo.default_model_name("unsamv2"))
-    except Exception:  # pragma: no cover - never block the UI on the zoo
-        w.model_combo.setCurrentText("unsamv2-demo")
+    w.model_combo.lineEdit().setPlaceholderText("default model")
+    w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file (the list is filled in the "
+                             "background; empty: the default model)")
     w.device_combo = QComboBox()
     w.device_combo.addItems(["auto", "cpu", "cuda", "mps"])
     w.device_combo.setToolTip("where the model runs (auto: CUDA, then Apple MPS, then CPU)")
@@ -91,10 +86,34 @@ def build_ui(w) -> None:
     row.addWidget(w.precision_combo)
     row.addWidget(w.load_button)
     form.addRow("Model", row)
+    from ._compute import ComputeSetting
+
+    w.compute = ComputeSetting(on_change=w._compute_changed, on_error=w._compute_failed)
+    form.addRow("Compute", w.compute.row)
     w.model_label = QLabel("no model loaded")
     w.model_label.setWordWrap(True)
     w.model_label.setToolTip("the model in use and its device")
     form.addRow("", w.model_label)
+
+    from ._image_source import CHANNELS_TIP, SCALE_TIP, TILE_TIP
+
+    w.scale_combo = QComboBox()
+    w.scale_combo.addItems(["auto", "tile", "downscale"])
+    w.scale_combo.setToolTip(SCALE_TIP)
+    w.tile_spin = QSpinBox()
+    w.tile_spin.setRange(0, 8192)
+    w.tile_spin.setSingleStep(128)
+    w.tile_spin.setSpecialValueText("model")
+    w.tile_spin.setMinimumWidth(90)
+    w.tile_spin.setToolTip(TILE_TIP)
+    w.channels_combo = QComboBox()
+    w.channels_combo.setToolTip(CHANNELS_TIP)
+    srow = QHBoxLayout()
+    srow.addWidget(w.scale_combo)
+    srow.addWidget(QLabel("tile"))
+    srow.addWidget(w.tile_spin, 1)
+    form.addRow("Scale", srow)
+    form.addRow("Channels", w.channels_combo)
 
     w.granularity_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
     w.granularity_slider.setRange(0.1, 1.0)
@@ -139,10 +158,10 @@ def build_ui(w) -> None:
         buttons.addWidget(b)
     outer.addLayout(buttons)
 
-    stack_box = QGroupBox("Stacks (z or t)")
+    stack_box = QGroupBox("Stacks (z or t) and tiled images")
     stack_row = QHBoxLayout(stack_box)
-    w.embed_all_button = _button("Embed all slices", "compute every slice's embedding now, so clicks on any "
-                                                     "slice only run the fast decoder")
+    w.embed_all_button = _button("Embed all", "compute every slice's (or, for a tiled image, every tile's) "
+                                              "embedding now, so clicks anywhere only run the fast decoder")
     w.propagate_button = _button("Propagate (Shift+P)", "follow the last committed object through the stack")
     stack_row.addWidget(w.embed_all_button)
     stack_row.addWidget(w.propagate_button)

@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import QTimer
 
+from ._image_source import ChannelChoice, channel_choices
+from ._predictor import model_size
 from ._prompt_layers import POINTS_NAME, SHAPES_NAME, spatial_shape, unwrap
 
 __all__ = ["ImageBinding", "PREVIEW_NAME", "LABELS_NAME", "NEW_LABELS_ITEM"]
@@ -77,6 +79,7 @@ class ImageBinding:
             return
         if self.prompts.image_name != layer.name:
             self.preview.invalidate()
+        self._refresh_channel_choices(layer)
         self._ensure_preview_layer(layer)
         self.prompts.attach(layer)
         self._refresh()
@@ -100,6 +103,60 @@ class ImageBinding:
                     self.viewer.layers.move(self.viewer.layers.index(self.viewer.layers[name]), len(self.viewer.layers))
         layer.scale, layer.translate = image_layer.scale[-2:], image_layer.translate[-2:]
         return layer
+
+    # ------------------------------------------------------------------ scale (tiles) and channels
+    def _refresh_channel_choices(self, layer) -> None:
+        from napari.layers import Image
+
+        others = [l for l in self.viewer.layers if isinstance(unwrap(l), Image) and not self._own(l.name)]
+        self._channel_choices = channel_choices(layer, others)
+        current = self.channels_combo.currentText()
+        self.channels_combo.blockSignals(True)
+        self.channels_combo.clear()
+        self.channels_combo.addItems([c.text for c in self._channel_choices])
+        if current in [c.text for c in self._channel_choices]:
+            self.channels_combo.setCurrentText(current)
+        self.channels_combo.blockSignals(False)
+        self.channels_combo.setEnabled(len(self._channel_choices) > 1)
+
+    @property
+    def channel_choice(self) -> ChannelChoice | None:
+        """The channels box's choice; None: the image as it is."""
+        text = self.channels_combo.currentText()
+        for choice in getattr(self, "_channel_choices", ()):
+            if choice.text == text and choice.kind != "image":
+                return choice
+        return None
+
+    def set_channels(self, text: str) -> None:
+        """Pick an entry of the channels box by its text (e.g. "channel 1"); the preview follows."""
+        items = [self.channels_combo.itemText(i) for i in range(self.channels_combo.count())]
+        if text not in items:
+            raise self.error_type(f"channels {text!r} is not offered for this image; choose one of {items}")
+        self.channels_combo.setCurrentText(text)
+
+    def tile_for(self, hw) -> int | None:
+        """The tile size (pixels) when the image of size ``hw`` is tiled with the Scale setting, else None."""
+        from ..engine.tiling import choose_scale
+
+        size = model_size(self.predictor)
+        tile = int(self.tile_spin.value()) or size
+        scale = self.scale_combo.currentText()
+        if tile is None:  # model size unknown (remote): tile only when asked, with a tile size
+            return None
+        if choose_scale(tuple(hw), size or tile, scale) != "tile":
+            return None
+        return tile
+
+    def tiled_predictor(self, tile: int):
+        """The :class:`~napari_granseg.engine.tiling.TiledPredictor` over the widget's predictor for ``tile``
+        (kept, so tiles embedded once are not embedded again)."""
+        from ..engine.tiling import TiledPredictor
+
+        key = (id(self.predictor), int(tile))
+        if getattr(self, "_tiled", (None, None))[0] != key:
+            self._tiled = (key, TiledPredictor(self.predictor, int(tile)))
+        return self._tiled[1]
 
     @property
     def image_layer(self):

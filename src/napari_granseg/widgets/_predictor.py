@@ -10,14 +10,14 @@ import threading
 
 import numpy as np
 
-__all__ = ["make_predictor", "predictor_lock", "set_image", "is_cached", "stack_intensity"]
+__all__ = ["make_predictor", "predictor_lock", "set_image", "is_cached", "stack_intensity", "model_size"]
 
 
 def make_predictor(loaded, precision: str = "auto", cache_size: int = 8):
-    """A GranularityPredictor for ``loaded`` at ``precision`` ("auto", "fp32", "bf16")."""
-    from ..engine.interactive import GranularityPredictor
+    """A GranularityPredictor for ``loaded`` at ``precision`` ("auto", "fp32", "bf16") on this machine."""
+    from ._compute import make_predictor as make
 
-    return GranularityPredictor(loaded, cache_size=cache_size, precision=precision)
+    return make(loaded, precision, None, cache_size)
 
 
 def predictor_lock(predictor) -> threading.RLock:
@@ -39,3 +39,10 @@ def stack_intensity(stack) -> tuple[float, float] | None:
     from ..engine.normalize import stack_intensity_range
 
     return stack_intensity_range(stack)
+
+
+def model_size(predictor) -> int | None:
+    """The model's square input size in pixels; None when it is not known here (a predictor on a remote worker)."""
+    model = getattr(predictor, "model", None)
+    size = getattr(model, "image_size", None)
+    return None if size is None else int(size)

@@ -16,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ._predictor import is_cached, predictor_lock, set_image, stack_intensity
+from ._image_source import level0, read_model_image
+from ._predictor import is_cached, model_size, predictor_lock, set_image, stack_intensity
 from ._preview import SWEEP_G, PreviewRequest, PreviewResult
 from ._prompt_layers import spatial_shape
 from ._stack_actions import stack_data
@@ -55,15 +56,25 @@ class PreviewGlue:
             self._notify("warning", f"{prompts.n_outside} prompt point(s) lie outside the image ({hw[0]} x {hw[1]})"
                                     f" and are ignored: delete them (prompts layer, select mode S, then Delete)")
         g = self.granularity if self.predictor.has_granularity else None
+        choice = self.channel_choice
+        model_index = () if choice is not None and choice.flattens_stack else index
+        tile = self.tile_for(hw)
         mask_input, refine = self._refine_input(index, prompts)
-        intensity, extra = None, {}
-        if index:  # one intensity range per stack, computed once (in the worker: it reads the stack)
+        if refine and tile:
+            raise self.error_type("refine label works on the downscaled view: set Scale to 'downscale'")
+        intensity, extra = None, {"channel": choice, "tile": tile}
+        if choice is not None and choice.kind == "axis":
+            extra["full"] = level0(layer)
+        elif choice is not None and choice.kind == "layers":
+            extra["layer_data"] = [level0(self.viewer.layers[n]) for n in choice.layers if n in self.viewer.layers]
+        elif model_index:  # one intensity range per stack, computed once (in the worker: it reads the stack)
             key = (layer.name, spatial_shape(layer))
             intensity = self._intensity.get(key)
             if intensity is None:
-                extra = {"stack": stack_data(layer), "intensity_key": key}
-        return PreviewRequest(serial, layer.name, index, self.current_slice_image(layer, index), prompts.points_xy,
-                              prompts.point_labels, g, prompts.box, mask_input, refine, intensity, extra)
+                extra.update(stack=stack_data(layer), intensity_key=key)
+        return PreviewRequest(serial, layer.name, model_index, self.current_slice_image(layer, index),
+                              prompts.points_xy, prompts.point_labels, g, prompts.box, mask_input, refine,
+                              intensity, extra)
 
     def _refine_input(self, index, prompts) -> tuple[np.ndarray | None, int | None]:
         """Low-res logits of the existing label under the first positive click ("refine" on), else (None, None)."""
@@ -76,26 +87,40 @@ class PreviewGlue:
         label_id = int(region[y, x])
         if label_id == 0:
             return None, None
-        return label_logits(region, label_id, int(self.predictor.model.image_size) // 4), label_id
+        size = model_size(self.predictor)
+        if size is None:
+            raise self.error_type("refine label needs a model on this machine (set compute to 'this machine')")
+        return label_logits(region, label_id, size // 4), label_id
 
     def _launch(self, req: PreviewRequest) -> None:
         pred, lock, stale = self.predictor, predictor_lock(self.predictor), self.preview.is_stale
+        tile, choice = req.extra.get("tile"), req.extra.get("channel")
+        tiled = self.tiled_predictor(tile) if tile else None
+        image_key = (req.image_name, req.index, None if choice is None else choice.text, tile)
         sweep = (req.granularity is not None and req.mask_input is None
                  and np.prod(np.shape(req.image)[:2]) <= SWEEP_MAX_PIXELS)
 
         def predict(image, g):
             with lock:
-                set_image(pred, image, req.intensity)
+                if tiled is None:
+                    set_image(pred, image, req.intensity)
+                    model = pred
+                else:  # tiles are embedded on demand and cached; the image is set once per image
+                    if getattr(tiled, "granseg_key", None) != image_key:
+                        tiled.set_image(image, intensity=req.intensity)
+                        tiled.granseg_key = image_key
+                    model = tiled
                 pts = req.points_xy if len(req.points_xy) else None
-                return pred.predict(pts, req.point_labels if pts is not None else None, granularity=g, box=req.box,
-                                    mask_input=req.mask_input)
+                return model.predict(pts, req.point_labels if pts is not None else None, granularity=g,
+                                     box=req.box, mask_input=req.mask_input)
 
         def job(is_cancelled):
-            image = np.asarray(req.image)
+            image = read_model_image(choice, req.image, req.extra.pop("full", None),
+                                     req.extra.pop("layer_data", ()))
             if "stack" in req.extra:
                 req.intensity = stack_intensity(req.extra.pop("stack"))
                 yield ("intensity", req.extra["intensity_key"], req.intensity)
-            if not is_cached(pred, image, req.intensity):
+            if tiled is None and hasattr(pred, "is_cached") and not is_cached(pred, image, req.intensity):
                 yield Progress(0, 0, "computing the embedding of this " + ("slice…" if req.index else "image…"))
             masks, ious, _ = predict(image, req.granularity)
             yield PreviewResult(req, masks[0].view(np.uint8), float(ious[0]), req.granularity)

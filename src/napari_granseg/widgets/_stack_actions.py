@@ -20,7 +20,7 @@ from ._predictor import predictor_lock, set_image, stack_intensity
 from ._prompt_layers import spatial_shape
 from ._tasks import Progress, blocking_with_progress
 
-__all__ = ["StackActions", "write_object", "write_propagation", "stack_data", "embedding_order", "embed_job", "propagation_job",
+__all__ = ["StackActions", "write_object", "write_propagation", "stack_data", "embedding_order", "embed_job", "tile_embed_job", "propagation_job",
            "EMBED_BUDGET_BYTES"]
 
 #: at most this many bytes of cached slice embeddings for "Embed all slices" (then the nearest slices first)
@@ -78,15 +78,19 @@ def write_propagation(labels, result: np.ndarray, label_id: int, committed_slice
     """Write ``label_id`` of a propagated stack into ``labels`` (background only, the committed slice kept).
 
     One undo step. Returns the number of slices written (0: the object was found on no other slice).
+    Reads and writes one slice at a time.
     """
-    write = (np.asarray(result) == label_id) & (np.asarray(labels.data) == 0)
-    write[committed_slice] = False
-    if not write.any():
-        return 0
-    indices = np.nonzero(write)
-    with labels.block_history():
-        labels.data_setitem(indices, label_id)
-    return int(np.unique(indices[0]).size)
+    written = 0
+    with labels.block_history():  # slice by slice: a dask/zarr labels layer is never read whole
+        for t in range(int(np.shape(result)[0])):
+            if t == committed_slice:
+                continue
+            write = (np.asarray(result[t]) == label_id) & (np.asarray(labels.data[t]) == 0)
+            if write.any():
+                rr, cc = np.nonzero(write)
+                labels.data_setitem((np.full(rr.shape, t, np.intp), rr, cc), label_id)
+                written += 1
+    return written
 
 
 def embedding_order(n: int, current: int, image_size: int,
@@ -123,6 +127,30 @@ def embed_job(predictor, stack, order: list[int], intensity: tuple[float, float]
     return job
 
 
+def tile_embed_job(tiled, image, intensity: tuple[float, float] | None = None
+                   ) -> Callable[[Callable[[], bool]], Generator]:
+    """A background job embedding every tile of ``image`` (read here) with ``tiled`` (a ``TiledPredictor``);
+    stops at the next tile when cancelled; returns how many tiles were embedded."""
+    lock = predictor_lock(tiled.predictor)
+
+    def job(is_cancelled):
+        pixels = np.asarray(image)
+        done = 0
+        with lock:
+            tiled.set_image(pixels, intensity=intensity)
+        tiled.granseg_key = None  # the preview sets its own image again (cached tiles stay cached)
+        tiles = tiled.iter_embed_all(cancel=is_cancelled)
+        while True:
+            with lock:  # one tile per lock hold: a click's preview can run between tiles
+                step = next(tiles, None)
+            if step is None:
+                return done
+            done, total = step
+            yield Progress(done, total, f"embedded tile {done}/{total}")
+
+    return job
+
+
 def propagation_job(model, predictor, stack, prompt: Any) -> Callable[[Callable[[], bool]], Generator]:
     """A background job propagating ``prompt`` (an ``ObjectPrompt``) through ``stack``; returns the label stack.
 
@@ -140,9 +168,9 @@ def propagation_job(model, predictor, stack, prompt: Any) -> Callable[[Callable[
                 progress(min(int(done), total), total)
 
             if lock is None:
-                return propagate(model, np.asarray(stack), prompt, progress=report, cancel=cancel)
+                return propagate(model, stack, prompt, progress=report, cancel=cancel)  # read per slice
             with lock:
-                return propagate(model, np.asarray(stack), prompt, progress=report, cancel=cancel)
+                return propagate(model, stack, prompt, progress=report, cancel=cancel)  # read per slice
 
         result = yield from blocking_with_progress(call, is_cancelled)
         return result
@@ -159,6 +187,10 @@ class StackActions:
         """Compute (and cache) the embeddings of all slices in the background, nearest to the current first."""
         pred = self._require_model()
         layer = self._require_image()
+        self._require_local("Embed all")
+        tile = self.tile_for(spatial_shape(layer)[-2:]) if int(layer.ndim) == 2 else None
+        if tile:
+            return self._embed_all_tiles(layer, tile)
         stack = stack_data(layer, self.error_type)
         if self._task.running:
             raise self.error_type("another task is running: wait for it or press Cancel")
@@ -176,11 +208,27 @@ class StackActions:
         self._task.start(embed_job(pred, stack, order, intensity), on_done=finished, on_error=self._report,
                          message=f"embedding {len(order)} slices…")
 
+    def _embed_all_tiles(self, layer, tile: int) -> None:
+        if self._task.running:
+            raise self.error_type("another task is running: wait for it or press Cancel")
+        from ..engine.tiling import tile_windows
+
+        tiled = self.tiled_predictor(tile)
+        n = len(tile_windows(spatial_shape(layer)[-2:], tiled.tile, tiled.overlap))
+
+        def finished(count):
+            self._last_action = f"{count} tile embeddings cached: clicks anywhere only run the decoder"
+            self.embedded.emit(int(count))
+
+        self._task.start(tile_embed_job(tiled, self.current_slice_image(layer, ())), on_done=finished,
+                         on_error=self._report, message=f"embedding {n} tiles…")
+
     def propagate(self) -> None:
         """Propagate the last committed object through the stack (background; writes the same label id)."""
         from ..engine.propagate import ObjectPrompt
 
         self._require_model()
+        self._require_local("Propagation")
         rec = self.last_commit
         if rec is None:
             raise self.error_type("nothing to propagate: segment an object on one slice and commit it (C) first")

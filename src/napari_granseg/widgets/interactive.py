@@ -29,15 +29,16 @@ import numpy as np
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import QWidget
 
-from . import _tasks
+from ._compute import compute_error_text, is_compute_error
+from ._common import WidgetError, notify, notify_error, start_describe_models
 from ._dock_ui import G_STEP, SHORTCUTS, build_ui, shortcuts_text
+from ._model_binding import ModelBinding
 from ._image_binding import LABELS_NAME, NEW_LABELS_ITEM, PREVIEW_NAME, ImageBinding
-from ._predictor import make_predictor
 from ._preview import PreviewController
 from ._preview_glue import PreviewGlue
 from ._prompt_layers import POINTS_NAME, PromptLayers, spatial_shape, unwrap
 from ._stack_actions import StackActions, write_object
-from ._tasks import BackgroundTask, Progress, avoid_triton_llvm_crash
+from ._tasks import BackgroundTask
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -50,14 +51,6 @@ log = logging.getLogger(__name__)
 
 PROMPTS_NAME = POINTS_NAME
 DEBOUNCE_MS = 80
-
-WidgetError = getattr(_tasks, "WidgetError", None)
-if WidgetError is None:  # the shared one lives in ._tasks once all widgets use it
-    class WidgetError(ValueError):  # type: ignore[no-redef]
-        """A user mistake in the widget (no image, wrong view, ...); the message says what to do."""
-
-#: exceptions whose message is for the user; anything else (TypeError, KeyError, ...) is a bug: logged
-USER_ERRORS = tuple(t for t in _tasks.USER_ERRORS if t not in (TypeError, KeyError)) + (WidgetError,)
 
 
 @dataclass
@@ -75,7 +68,7 @@ class CommitRecord:
     n_pixels: int = 0
 
 
-class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
+class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, QWidget):
     """Dock widget for interactive UnSAMv2 segmentation at any granularity (see the module docstring)."""
 
     preview_updated = Signal()      # a new preview is shown (or cleared)
@@ -97,11 +90,14 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self._intensity: dict[tuple, tuple[float, float]] = {}
         self._blank: np.ndarray | None = None
         self._model_serial = 0
+        self._building = False  # a predictor is being built in a worker (see set_model)
         self.setWindowTitle("Interactive (UnSAMv2)")
         build_ui(self)
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
         self._preview_task = BackgroundTask(self.preview_busy, None, None, context="GranSeg preview")
         self._task.on_any_finished(self._refresh)
+        self._task.on_any_finished(self._load_if_pending)
+        self._pending_load = False  # the compute changed while a task ran: load the model there afterwards
         self._debounce = QTimer(self)
         self._debounce.setSingleShot(True)
         self._debounce.setInterval(DEBOUNCE_MS)
@@ -116,6 +112,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                                     self.negative_check.isChecked, lambda fn: QTimer.singleShot(0, fn))
         self._connect()
         self._refresh_layer_choices()
+        start_describe_models("unsamv2", self._models_listed)  # the zoo imports torch: not on the GUI thread
         QTimer.singleShot(0, self._image_changed)  # also when the image was there before the widget
         if model is not None:
             self.set_model(model)
@@ -143,26 +140,27 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.image_combo.currentIndexChanged.connect(lambda _i: self._image_changed())
         self.image_combo.activated.connect(lambda _i: self._image_changed())  # also re-picking the same one
         self.labels_combo.currentIndexChanged.connect(lambda _i: self._refresh())
+        for signal in (self.scale_combo.currentTextChanged, self.tile_spin.valueChanged,
+                       self.channels_combo.currentTextChanged):
+            signal.connect(lambda _v=None: self._view_changed())
         for mode, button in self.mode_buttons.items():
             button.clicked.connect(lambda _c=False, m=mode: self._guard(lambda: self.set_mode(m)))
 
     # ================================================================ notifications and errors
     def _notify(self, level: str, message: str) -> None:
         """Show a napari notification and keep it in ``last_message`` (tests, console)."""
-        from napari.utils import notifications
-
         self.last_message = (level, message)
-        {"error": notifications.show_error, "warning": notifications.show_warning,
-         "info": notifications.show_info}[level](message)
+        notify(level, message)
 
     def _report(self, exc: BaseException) -> None:
-        """A user mistake becomes its message; anything else is a bug: logged with its traceback."""
-        if isinstance(exc, USER_ERRORS):
-            self._notify("error", str(exc))
-        else:
-            log.error("napari-granseg interactive widget: internal error", exc_info=exc)
-            self._notify("error", f"internal error in napari-granseg ({type(exc).__name__}: {exc}); the traceback "
-                                  f"is in the log, please report it")
+        """A user mistake becomes its message; a refused address or a lost worker too (also in the status
+        line); anything else is a bug: logged with its traceback (:func:`._common.notify_error`)."""
+        if is_compute_error(exc):
+            self._last_action = compute_error_text(exc)
+            self._notify("error", self._last_action)
+            self._refresh()
+            return
+        self.last_message = ("error", notify_error(exc))
 
     def _guard(self, fn: Callable[[], Any]) -> Any:
         """Run a GUI action; errors become notifications (see :meth:`_report`)."""
@@ -174,75 +172,6 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             self._refresh()
         return None
 
-    # ================================================================ model
-    @property
-    def model(self) -> "LoadedModel | None":
-        return self._model
-
-    @model.setter
-    def model(self, loaded: "LoadedModel") -> None:
-        self.set_model(loaded)
-
-    def _load_clicked(self) -> None:
-        self._guard(lambda: self.load_model(self.model_combo.currentText().strip() or None,
-                                            self.device_combo.currentText()))
-
-    def load_model(self, name_or_path: str | None = None, device: str = "auto") -> None:
-        """Load a model (and build its predictor) in a thread worker; non-blocking."""
-        from .. import zoo
-
-        avoid_triton_llvm_crash()  # before anything imports torchvision (see _tasks)
-        if self._task.running:
-            raise WidgetError("wait for the running task to finish (or press Cancel) before loading a model")
-        self._model_serial += 1
-        serial, precision, label = self._model_serial, self.precision_combo.currentText(), name_or_path or "default"
-
-        def job(is_cancelled):
-            yield Progress(0, 0, f"loading {label} model…")
-            named = name_or_path is None or name_or_path in zoo.ZOO
-            loaded = zoo.load_model(name_or_path, kind=None if named else "unsamv2", device=device)
-            if loaded.kind not in ("unsamv2", "sam2"):
-                raise WidgetError(f"{loaded.name} is a {loaded.kind} model; the interactive widget needs an "
-                                  f"UnSAMv2 (or SAM 2) model, e.g. 'unsamv2-plus'. SANSA models go in the "
-                                  f"few-shot widget.")
-            return loaded, make_predictor(loaded, precision)
-
-        def done(result):
-            if serial == self._model_serial:  # a model injected meanwhile wins
-                self.set_model(*result)
-
-        self._task.start(job, on_done=done, on_error=self._report, message=f"loading {label} model…")
-
-    def set_model(self, loaded: "LoadedModel", predictor=None) -> None:
-        """Use ``loaded`` (a LoadedModel from ``gs.load_model``) with a fresh predictor at the chosen precision."""
-        avoid_triton_llvm_crash()  # before the engine imports torchvision (see _tasks)
-        self._model_serial += 1
-        self._model = loaded
-        self.predictor = predictor or make_predictor(loaded, self.precision_combo.currentText())
-        self.preview.invalidate()
-        demo = bool(getattr(loaded, "is_demo", False))
-        text = f"{loaded.name} on {loaded.device}" + (" (DEMO model, see the banner above)" if demo else "")
-        if not self.predictor.has_granularity:
-            text += " | stock SAM 2: no granularity input, the slider is ignored"
-        self.model_label.setText(text)
-        self.demo_banner.setVisible(demo)
-        self.demo_banner.setText(f"DEMO model ({loaded.name}): trained on synthetic cells only. For real images "
-                                 f"load 'unsamv2-plus' (see docs/checkpoints.md).")
-        self.granularity_slider.setEnabled(self.predictor.has_granularity)
-        self.model_changed.emit()
-        self.preview.schedule()
-        self._refresh()
-
-    def _rebuild_predictor(self) -> None:
-        if self._model is not None:
-            self._guard(lambda: self.set_model(self._model))
-
-    def _require_model(self):
-        if self.predictor is None:
-            raise WidgetError("no model loaded yet: press Load (the first load can take a while), or wait for "
-                              "the default model to finish loading")
-        return self.predictor
-
     # ================================================================ prompts and modes
     def set_mode(self, mode: str) -> None:
         """Pointer mode: "click" (points), "box" (drag a rectangle) or "scribble" (draw a line over the object)."""
@@ -250,6 +179,13 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         self.prompts.activate(mode)
         for m, b in self.mode_buttons.items():
             b.setChecked(m == mode)
+
+    def _view_changed(self) -> None:
+        """Scale, tile or channels changed: the shown preview no longer matches what the model sees."""
+        self.preview.invalidate()
+        if self.prompts.count():
+            self.preview.schedule()
+        self._refresh()
 
     def _prompts_changed(self) -> None:
         if self.live_check.isChecked():
@@ -295,15 +231,18 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
                     log.warning("could not bind %s: %s", key, exc)
 
     # ================================================================ commit / undo
-    def _target_labels(self, image_layer):
+    def _target_labels(self, image_layer, index: tuple[int, ...] | None = None):
         labels = self.labels_layer
         shape = spatial_shape(image_layer)
+        if index == () and len(shape) > 2:  # channels of a (C, H, W) layer: one 2D image
+            shape = shape[-2:]
         if labels is None:
             if LABELS_NAME in self.viewer.layers:
                 labels = self.viewer.layers[LABELS_NAME]
             else:
+                nd = len(shape)
                 labels = self.viewer.add_labels(np.zeros(shape, np.int32), name=LABELS_NAME,
-                                                scale=image_layer.scale, translate=image_layer.translate)
+                                                scale=image_layer.scale[-nd:], translate=image_layer.translate[-nd:])
                 self.viewer.layers.move(self.viewer.layers.index(labels), self.viewer.layers.index(PREVIEW_NAME)
                                         if PREVIEW_NAME in self.viewer.layers else len(self.viewer.layers))
             self._refresh_layer_choices()
@@ -332,7 +271,7 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
         req = shown.request
         if req.image_name not in self.viewer.layers:
             raise WidgetError("the image of this preview was removed: click an object again")
-        labels = self._target_labels(self.viewer.layers[req.image_name])
+        labels = self._target_labels(self.viewer.layers[req.image_name], req.index)
         label_id, n = write_object(labels, req.index, shown.mask.view(bool), req.refine_label, WidgetError)
         self.last_commit = CommitRecord(req.image_name, labels.name, label_id, req.index, req.points_xy,
                                         req.point_labels, req.granularity, req.box, n)
@@ -373,7 +312,10 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     # ================================================================ status and buttons
     def _next_step(self) -> str:
         if self.predictor is None:
-            return "loading the model…" if self._task.running else "no model: pick one and press Load"
+            if self.compute.connecting:
+                return "connecting…"
+            return ("loading the model…" if self._task.running or self._building
+                    else "no model: pick one and press Load")
         layer = self.image_layer
         if layer is None:
             return "open an image (File > Open, or File > Open Sample > napari-granseg)"
@@ -402,7 +344,9 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
             self.next_button.setEnabled(bool(self.prompts.count()) or self.preview.shown is not None)
             self.undo_button.setEnabled(self._can_undo())
             self.run_button.setEnabled(has_model and bool(self.prompts.count()))
-            self.embed_all_button.setEnabled(has_model and is_stack and idle)
+            tiled = has_model and layer is not None and int(layer.ndim) == 2 and bool(
+                self.tile_for(spatial_shape(layer)))
+            self.embed_all_button.setEnabled(has_model and idle and (is_stack or tiled))
             self.propagate_button.setEnabled(has_model and idle and self.last_commit is not None
                                              and len(self.last_commit.index) == 1)
             self.load_button.setEnabled(idle)
@@ -419,7 +363,8 @@ class InteractiveWidget(ImageBinding, PreviewGlue, StackActions, QWidget):
     @property
     def busy(self) -> bool:
         """True while a model load, embedding, propagation or preview runs in the background."""
-        return self._task.running or self._preview_task.running or self.preview.busy
+        return (self._task.running or self._building or self.compute.connecting or self._preview_task.running
+                or self.preview.busy)
 
     @property
     def state(self) -> dict:

@@ -1,0 +1,173 @@
+"""The "compute" setting every widget shares: run the model on this machine or on a GPU machine through a dask
+scheduler (docs/remote.md).
+
+Why one module: connecting, the messages of a refused or lost connection, and building a predictor or a
+few-shot segmenter for "here or there" are the same in every widget. The API is small on purpose:
+
+``ComputeSetting(on_change=None, on_error=None)``
+    the control row (``.row``: an editable address box + a Connect button, both with tooltips) and its state.
+    ``.session`` is None for "this machine", else the connected ``remote.RemoteSession``; ``.connecting`` is
+    True while a worker connects (never on the GUI thread). ``apply(text=None)`` switches to what the box
+    says (or ``text``); ``on_change(session)`` runs on the GUI thread once the switch is done,
+    ``on_error(message)`` with the user-facing message when connecting failed (the setting then stays where
+    it was). ``last_error`` keeps that message.
+``make_predictor(model, precision="auto", session=None)``
+    a ``GranularityPredictor`` here, or ``session.predictor(name, precision=...)`` (a ``RemotePredictor``: same
+    ``set_image``/``predict``). Call it in a worker: it imports torch or talks to the worker.
+``make_fewshot(model, session=None, **kwargs)``
+    the same for ``FewShotSegmenter`` / ``session.fewshot``.
+``is_compute_error(exc)`` / ``compute_error_text(exc)``
+    whether ``exc`` is a refused address or a lost/unreachable worker, and the text to show (its message: it
+    already says what to do and that local labels are unchanged) — never a traceback.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+__all__ = ["LOCAL", "COMPUTE_TIP", "ComputeSetting", "make_predictor", "make_fewshot", "is_compute_error",
+           "compute_error_text"]
+
+log = logging.getLogger(__name__)
+
+#: the box's entry for running here
+LOCAL = "this machine"
+COMPUTE_TIP = ("where the model runs: 'this machine', or the address of a dask scheduler on a GPU machine, e.g. "
+               "tcp://127.0.0.1:8786 through an SSH tunnel (docs/remote.md has the SSH tunnel and TLS recipes). "
+               "Plain tcp:// to another machine is refused: anyone reaching that port could run code there")
+
+
+def is_compute_error(exc: BaseException) -> bool:
+    """True for a refused address or an unreachable/lost worker (a message for the user, not a bug)."""
+    import sys
+
+    remote = sys.modules.get("napari_granseg.remote.calls")
+    addresses = sys.modules.get("napari_granseg.remote.addresses")
+    kinds = tuple(k for k in (getattr(remote, "RemoteError", None), getattr(addresses, "InsecureAddressError", None))
+                  if isinstance(k, type))
+    return bool(kinds) and isinstance(exc, kinds)
+
+
+def compute_error_text(exc: BaseException) -> str:
+    """What the user reads for a compute error (the message already says what to do)."""
+    return str(exc)
+
+
+def _model_name(model: Any) -> Any:
+    """A zoo name or a path for the worker (a loaded model travels by its zoo name)."""
+    if model is None or isinstance(model, str):
+        return model
+    return getattr(model, "name", model)
+
+
+def make_predictor(model: Any, precision: str = "auto", session=None, cache_size: int = 8):
+    """A predictor for ``model`` (a LoadedModel here; a zoo name, a worker path or None for the worker's
+    default there). Call it in a worker thread."""
+    if session is None:
+        from ..engine.interactive import GranularityPredictor
+
+        return GranularityPredictor(model, cache_size=cache_size, precision=precision)
+    return session.predictor(_model_name(model), precision=precision)
+
+
+def make_fewshot(model: Any, session=None, **kwargs):
+    """A few-shot segmenter for ``model`` here (``FewShotSegmenter(model, **kwargs)``) or on the worker
+    (``session.fewshot(name, **kwargs)``). Call it in a worker thread."""
+    if session is None:
+        from ..engine.fewshot import FewShotSegmenter
+
+        return FewShotSegmenter(model, **kwargs)
+    return session.fewshot(_model_name(model), **kwargs)
+
+
+class _Failed:
+    """An exception handed back as a value (napari shows a worker's raised exceptions as error dialogs)."""
+
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+def _connect(text: str):
+    from .. import remote
+
+    try:
+        return remote.connect(text)
+    except Exception as exc:  # noqa: BLE001 - shown by ComputeSetting._failed
+        return _Failed(exc)
+
+
+class ComputeSetting:
+    """The compute row and its state (see the module docstring)."""
+
+    def __init__(self, on_change: Callable[[Any], None] | None = None,
+                 on_error: Callable[[str], None] | None = None):
+        from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QWidget
+
+        self.on_change, self.on_error = on_change, on_error
+        self.session = None
+        self.connecting = False
+        self.last_error = ""
+        self.row = QWidget()
+        layout = QHBoxLayout(self.row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.combo = QComboBox()
+        self.combo.setEditable(True)
+        self.combo.addItem(LOCAL)
+        self.combo.setToolTip(COMPUTE_TIP)
+        self.connect_button = QPushButton("Connect")
+        self.connect_button.setToolTip("use the compute written on the left (connecting runs in the background)")
+        self.connect_button.clicked.connect(lambda: self.apply())
+        layout.addWidget(self.combo, 1)
+        layout.addWidget(self.connect_button)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.session is not None
+
+    @property
+    def address(self) -> str | None:
+        return None if self.session is None else self.session.address
+
+    def apply(self, text: str | None = None) -> None:
+        """Switch to ``text`` (default: the box's text): "this machine" at once, an address in a worker."""
+        text = (self.combo.currentText() if text is None else text).strip() or LOCAL
+        self.combo.setCurrentText(text)
+        if text == LOCAL:
+            self.session = None
+            self._changed()
+            return
+        from napari.qt.threading import create_worker
+
+        self.connecting = True
+        self.connect_button.setEnabled(False)
+        worker = create_worker(_connect, text, _start_thread=False)
+        worker.returned.connect(self._connected)
+        worker.start()
+
+    def _connected(self, session) -> None:
+        if isinstance(session, _Failed):
+            self._failed(session.exc)
+            return
+        self.connecting = False
+        self.connect_button.setEnabled(True)
+        self.session = session
+        self.last_error = ""
+        if self.combo.findText(session.address) < 0:
+            self.combo.addItem(session.address)
+        self._changed()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.connecting = False
+        self.connect_button.setEnabled(True)
+        if is_compute_error(exc) or isinstance(exc, ValueError):
+            self.last_error = compute_error_text(exc)
+        else:
+            log.error("napari-granseg: connecting failed", exc_info=exc)
+            self.last_error = f"could not connect: {type(exc).__name__}: {exc}"
+        self.combo.setCurrentText(LOCAL if self.session is None else self.session.address)
+        if self.on_error is not None:
+            self.on_error(self.last_error)
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change(self.session)
