@@ -86,3 +86,36 @@ def test_scale_flag_on_a_large_mosaic(tmp_path):
         ious[scale] = [_iou(labels == k, mask) for k, (mask, _) in enumerate(picked, start=1)]
     assert min(ious["auto"]) > 0.75, ious
     assert np.mean(ious["downscale"]) < np.mean(ious["auto"]) - 0.2, ious
+
+
+def test_fewshot_channels_apply_to_references_and_targets(tmp_path):
+    """``granseg fewshot --channels 0`` on 2-channel references and targets gives exactly the labels of the
+    same run on the channel-0 images alone (the other channel, noise, is not seen)."""
+    from napari_granseg.synthetic import shapes_scene
+
+    rng = np.random.default_rng(3)
+    dirs = {name: {k: tmp_path / k / name for k in ("one", "two")} for name in ("refs", "labels", "targets")}
+    for per_kind in dirs.values():
+        for d in per_kind.values():
+            d.mkdir(parents=True)
+    for i in range(3):
+        image, labels = shapes_scene(size=96, n_objects=4, seed=20 + i)
+        noise = rng.integers(0, 255, image.shape[:2], dtype=np.uint8)
+        plane = image if image.ndim == 2 else image[..., 0]
+        role = "refs" if i == 0 else "targets"
+        tifffile.imwrite(dirs[role]["one"] / f"s{i}.tif", plane)
+        tifffile.imwrite(dirs[role]["two"] / f"s{i}.tif", np.stack([plane, noise], axis=-1))
+        if i == 0:
+            for kind in ("one", "two"):
+                tifffile.imwrite(dirs["labels"][kind] / f"s{i}_labels.tif", labels.astype(np.uint16))
+    results = {}
+    for kind, extra in (("one", []), ("two", ["--channels", "0"])):
+        out = tmp_path / f"out_{kind}"
+        code = main(["fewshot", "--references", str(dirs["refs"][kind]), "--reference-labels",
+                     str(dirs["labels"][kind]), str(dirs["targets"][kind]), "--model", "sansa-demo",
+                     "--image-size", "128", "--out", str(out), "--no-progress", "--precision", "fp32", *extra])
+        assert code == 0
+        results[kind] = [tifffile.imread(out / f"s{i}_labels.tif") for i in (1, 2)]
+    assert any(r.any() for r in results["one"])  # the classes are found, not an empty run
+    for a, b in zip(results["one"], results["two"]):
+        np.testing.assert_array_equal(a, b)
