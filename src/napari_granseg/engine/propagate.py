@@ -188,11 +188,14 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
                          f"shape {shape}")
     for g, group in groups.items():
         start = min(p.frame for p in group)
-        before_start = np.array(out[start])  # the start frame comes twice (both directions): the last one counts
+        before_start: list[np.ndarray] = []  # the start frame comes twice (both directions): the last one counts
 
         def write(frame_idx: int, obj_ids: list, masks: torch.Tensor, start: int = start,
-                  before_start: np.ndarray = before_start) -> None:
-            frame = (before_start if frame_idx == start else np.asarray(out[frame_idx])).astype(np.int32, copy=True)
+                  before_start: list = before_start) -> None:
+            if frame_idx == start and not before_start:
+                before_start.append(np.asarray(out[start]).astype(np.int32, copy=True))
+            base = before_start[0] if frame_idx == start else np.asarray(out[frame_idx])
+            frame = base.astype(np.int32, copy=True)
             for k, obj_id in enumerate(obj_ids):  # earlier objects and earlier passes keep their pixels
                 mask = (masks[k, 0] > threshold).cpu().numpy()
                 frame[mask & (frame == 0)] = obj_id
