@@ -54,6 +54,11 @@ def _add_run_args(ap: argparse.ArgumentParser) -> None:
                      help="N > 1: run on a local dask cluster of N processes (one model each)")
     par.add_argument("--scheduler", default=None, help="dask scheduler address (tcp://host:8786) of a real cluster")
     g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default cores/workers)")
+    g.add_argument("--channels", default=None, metavar="K | A,B[,C]",
+                   help="multi-channel images: the channel the model sees (0) or a composite of up to three "
+                        "(0,2: first into red, second into green); also for few-shot references and targets")
+    g.add_argument("--channel-axis", type=int, default=None, choices=(0, -1),
+                   help="where the channels are: 0 for (C, H, W), -1 for (H, W, C) (default: from the shape)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--report", default=None, help="where to write the JSON report (default <out>/granseg_report.json)")
 
@@ -71,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--prompts", default=None, help="CSV/JSON prompt file: image,row,col[,granularity,object,label,slice]")
     seg.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                      help="whole-image engine setting, e.g. --set points_per_side=16 (repeatable)")
+    seg.add_argument("--scale", default="auto", choices=("auto", "tile", "downscale"),
+                     help="images larger than the model's input: tile (own pixel scale, small objects), "
+                          "downscale (the whole image in one input, large objects), auto (default: tile when "
+                          "the model would shrink the image more than 2x); see docs/large_images.md")
+    seg.add_argument("--tile", type=int, default=None, metavar="N",
+                     help="tile size in pixels with --scale tile/auto (default: the model's input size)")
     _add_model_args(seg, "best cached UnSAMv2, else the demo model")
     _add_run_args(seg)
 
@@ -106,6 +117,31 @@ def _parse_settings(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _parse_channels(text: str | None) -> int | tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--channels {text!r}: give channel numbers, e.g. --channels 1 or --channels 0,2") from None
+    return values[0] if len(values) == 1 else values
+
+
+def _check_channels(images: Sequence[str], recursive: bool) -> None:
+    """Refuse, in one line before any work, multi-channel images (H, W, 2|5) without --channels."""
+    from .batch import expand_inputs
+    from .batch.worker import channels_needed_message
+    from .io import stack_shape
+
+    for f in expand_inputs(images, recursive=recursive):
+        try:
+            shape = stack_shape(f) if f.suffix.lower() in (".tif", ".tiff") else None
+        except Exception:  # unreadable files are reported per item by the run
+            continue
+        if shape is not None and len(shape) == 3 and shape[-1] in (2, 5):
+            raise ValueError(channels_needed_message(f, shape))
+
+
 def _fail(msg: str) -> int:
     print(f"granseg: error: {msg}", file=sys.stderr)
     return 2
@@ -129,17 +165,18 @@ def _run(args) -> int:
 
     try:
         model = ModelRef(args.model, args.kind, args.config, args.device, args.base_checkpoint)
+        channels = dict(channels=_parse_channels(args.channels), channel_axis=args.channel_axis)
         if args.command == "fewshot":
             job = Job(mode="fewshot", model=model, references=args.references,
                       reference_labels=args.reference_labels, image_size=args.image_size,
                       precision=args.precision, overwrite=args.overwrite,
-                      replace_foreign=tuple(args.replace_foreign), torch_threads=args.threads)
+                      replace_foreign=tuple(args.replace_foreign), torch_threads=args.threads, **channels)
             inputs = args.targets
         else:
             job = Job(mode="prompts" if args.prompts else "whole", granularity=args.granularity, model=model,
                       settings=_parse_settings(args.settings), prompts=args.prompts, precision=args.precision,
                       overwrite=args.overwrite, replace_foreign=tuple(args.replace_foreign),
-                      torch_threads=args.threads)
+                      torch_threads=args.threads, scale=args.scale, tile=args.tile, **channels)
             inputs = args.inputs
         if job.mode == "prompts":
             read_prompts(job.prompts)  # a bad prompt file fails now, with its line number
@@ -151,6 +188,8 @@ def _run(args) -> int:
                          f"(use --stack --out DIR for several)")
         if images:
             expand_inputs(images, recursive=args.recursive)  # fail early on missing inputs
+            if not job.has_channel_choice:
+                _check_channels(images, args.recursive)
     except PromptFileError as err:
         return _fail(f"{err} (prompt file format: docs/batch.md, 'Prompt files')")
     except (ValueError, FileNotFoundError) as err:

@@ -16,11 +16,12 @@ from typing import Any, Mapping, Sequence
 from ..devices import PRECISIONS
 from .inputs import expand_inputs, file_stamp
 
-__all__ = ["MODES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint", "reference_pairs", "jsonable"]
+__all__ = ["MODES", "SCALES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint", "reference_pairs", "jsonable"]
 
 MODES = ("whole", "prompts", "fewshot")
 #: Bumped when the meaning of a fingerprint changes, so older outputs are recomputed instead of trusted.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+SCALES = ("auto", "tile", "downscale")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class Job:
     replace_foreign: glob patterns (matched against an output's path and its file name) naming files NOT
     written by this tool that may nevertheless be replaced; empty: such files are refused and kept.
     torch_threads: torch threads per worker process (distributed runs; None: cores / workers).
+    scale / tile: how images larger than the model's input are seen ("auto" | "tile" | "downscale"; tile
+    size in pixels, None: the model's input size), as ``gs.segment(scale=, tile=)``; not used by few-shot.
+    channels / channel_axis: for multi-channel images, the channel the model sees (``0``) or a composite of up
+    to three (``(0, 2)``), and which axis holds the channels (0 or -1; None: found from the shape).
     """
 
     mode: str = "whole"
@@ -89,6 +94,10 @@ class Job:
     overwrite: bool = False
     replace_foreign: tuple[str, ...] = ()
     torch_threads: int | None = None
+    scale: str = "auto"
+    tile: int | None = None
+    channels: int | tuple[int, ...] | None = None
+    channel_axis: int | None = None
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -99,6 +108,19 @@ class Job:
             raise ValueError(f"precision={self.precision!r} is not one of {PRECISIONS}: 'fp32' reproduces the "
                              f"official models exactly, 'auto' takes the fast path where it is measured faster "
                              f"(CLI: --precision fp32)")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale={self.scale!r} is not one of {SCALES} (CLI: --scale tile)")
+        if self.tile is not None and (isinstance(self.tile, bool) or int(self.tile) < 16):
+            raise ValueError(f"tile={self.tile!r}: give the tile size in pixels (e.g. 1024), or None for the "
+                             f"model's input size (CLI: --tile 1024)")
+        if isinstance(self.channels, (list, tuple)):
+            self.channels = tuple(int(c) for c in self.channels)
+            if not 1 <= len(self.channels) <= 3:
+                raise ValueError(f"channels={self.channels}: give one channel or up to three for a composite "
+                                 f"(CLI: --channels 0 or --channels 0,2)")
+        if self.channel_axis not in (None, 0, -1, 2):
+            raise ValueError(f"channel_axis={self.channel_axis!r}: the channels are the first (0) or the last (-1) "
+                             f"axis (CLI: --channel-axis 0)")
         if isinstance(self.replace_foreign, str):
             self.replace_foreign = (self.replace_foreign,)
         self.replace_foreign = tuple(str(p) for p in self.replace_foreign)
@@ -113,7 +135,10 @@ class Job:
         """The part of the job that decides the result (for fingerprints; prompts are added per item)."""
         core = {"mode": self.mode, "granularity": round(float(self.granularity), 6),
                 "model": list(self.model.key()[:3]), "settings": jsonable(self.settings),
-                "precision": self.precision, "v": FORMAT_VERSION}
+                "precision": self.precision, "v": FORMAT_VERSION,
+                "channels": jsonable(self.channels), "channel_axis": self.channel_axis}
+        if self.mode != "fewshot":
+            core.update(scale=self.scale, tile=self.tile)
         if self.mode == "fewshot":
             core["image_size"] = int(self.image_size)
             core["references"] = [[str(a), str(b), file_stamp(a), file_stamp(b)]
@@ -123,6 +148,22 @@ class Job:
     def engine_options(self) -> dict[str, Any]:
         """Keyword arguments every engine call of this job gets (precision; "auto" is the engines' default)."""
         return {} if self.precision == "auto" else {"precision": self.precision}
+
+    def image_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``gs.segment`` / ``gs.segment_everything`` for channels and scale (only those
+        set, so the engines' own defaults apply otherwise)."""
+        options: dict[str, Any] = {"scale": self.scale} if self.scale != "auto" else {}
+        if self.tile is not None:
+            options["tile"] = int(self.tile)
+        if self.channels is not None:
+            options["channels"] = self.channels
+        if self.channel_axis is not None:
+            options["channel_axis"] = self.channel_axis
+        return options
+
+    @property
+    def has_channel_choice(self) -> bool:
+        return self.channels is not None or self.channel_axis is not None
 
 
 def jsonable(obj: Any) -> Any:

@@ -22,7 +22,7 @@ from .job import Job, ModelRef, reference_pairs
 from .outputs import DISK_ERRNOS, OutputRefusedError, disk_error_line, foreign_output, refusal_message
 from .prompts import Prompt, objects_as_clicks
 
-__all__ = ["worker_model", "preload", "segment_image", "segment_with_prompts", "process_item", "process_slice"]
+__all__ = ["channels_needed_message", "worker_model", "preload", "segment_image", "segment_with_prompts", "process_item", "process_slice"]
 
 _lock = threading.Lock()
 _MODELS: dict[tuple, Any] = {}
@@ -45,13 +45,13 @@ def segment_with_prompts(image: np.ndarray, prompts: Sequence[Prompt], model=Non
 
     One positive point per object: exactly ``gs.segment`` (ids renumbered to the file's object ids).
     Points sharing an object id: the union of their masks under that id. Negative points cut every object.
-    ``engine_options``: ``precision`` / ``intensity`` passed on to ``gs.segment``.
+    ``engine_options``: ``precision`` / ``intensity`` / ``channels`` / ``scale`` ... passed on to ``gs.segment``.
     """
     from ..api import segment
 
     image = np.asarray(image)
     points, labels, grans, ids = objects_as_clicks(prompts, granularity)
-    out = np.zeros(image.shape[:2], np.int32)
+    out = np.zeros(_plane_shape(image, engine_options), np.int32)
     if not ids:
         return out
     h, w = out.shape
@@ -66,6 +66,32 @@ def segment_with_prompts(image: np.ndarray, prompts: Sequence[Prompt], model=Non
     return lut[labels_by_click]
 
 
+def channels_needed_message(path, shape) -> str:
+    """The one line for a multi-channel image without a channel choice."""
+    return (f"{Path(path).name} has {shape[-1]} channels (shape {tuple(shape)}): pass --channels K for the channel "
+            f"the model sees or --channels A,B for a composite (Job(channels=...))")
+
+
+def _plane_shape(image: np.ndarray, options: dict) -> tuple[int, int]:
+    """(H, W) of the plane the model sees: the image's, without its channel axis when channels are chosen."""
+    if image.ndim == 3 and ("channels" in options or "channel_axis" in options):
+        from ..engine.channels import channel_axis_of
+
+        axis = channel_axis_of(image.shape, options.get("channel_axis"))
+        if axis is not None:
+            return tuple(n for i, n in enumerate(image.shape) if i != axis)[:2]
+    return image.shape[:2]
+
+
+def _channel_view(image: np.ndarray, job: Job) -> np.ndarray:
+    """The image few-shot sees: ``job.channels`` selected (every reference and target alike)."""
+    if not job.has_channel_choice:
+        return image
+    from ..engine.channels import select_channels
+
+    return select_channels(image, job.channels, job.channel_axis)
+
+
 class _ClassStream:
     """One ``FewShotSegmenter`` and its multi-class reference memory, built once per process, fed one target
     at a time (the generator form of ``segment_classes``: references and their class memories are encoded
@@ -75,12 +101,13 @@ class _ClassStream:
         from ..engine.fewshot import FewShotSegmenter
 
         pairs = reference_pairs(job.references, job.reference_labels)
-        images = [read_image(a) for a, _ in pairs]
+        images = [_channel_view(read_image(a), job) for a, _ in pairs]
         labels = [_label_plane(read_image(b)) for _, b in pairs]
         if not any((lab > 0).any() for lab in labels):
             raise ValueError("the reference label images are all background (0): label at least one object")
         self.segmenter = FewShotSegmenter(model, image_size=job.image_size, **job.engine_options())
         self._references = (labels, images)
+        self._job = job
         self._next: np.ndarray | None = None
         self._stream = self._start()
 
@@ -95,7 +122,7 @@ class _ClassStream:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         from ..engine.normalize import check_image
 
-        self._next = check_image(image)
+        self._next = check_image(_channel_view(image, self._job))
         try:
             return next(self._stream)
         except Exception:
@@ -108,7 +135,8 @@ def _label_plane(labels: np.ndarray) -> np.ndarray:
 
 
 def _fewshot_for(job: Job, model) -> _ClassStream:
-    key = (id(model), str(job.references), str(job.reference_labels), int(job.image_size), job.precision)
+    key = (id(model), str(job.references), str(job.reference_labels), int(job.image_size), job.precision,
+           str(job.channels), job.channel_axis)
     with _lock:
         if key not in _FEWSHOT:
             _FEWSHOT[key] = _ClassStream(model, job)
@@ -123,6 +151,8 @@ def segment_image(image: np.ndarray, job: Job, prompts: Sequence[Prompt] = (), m
     """
     model = model if model is not None else worker_model(job.model.resolved(job.mode))
     options = job.engine_options()
+    if job.mode != "fewshot":
+        options.update(job.image_options())
     if intensity is not None:
         options["intensity"] = intensity
     if job.mode == "whole":
@@ -187,7 +217,9 @@ def process_item(item: Item, job: Job, model=None) -> dict[str, Any]:
     try:
         set_threads(job)
         image = read_image(item.input)
-        if image.ndim >= 3 and is_stack_shape(image.shape):
+        if image.ndim == 3 and image.shape[-1] in (2, 5) and not job.has_channel_choice:
+            raise ValueError(channels_needed_message(item.input, image.shape))
+        if image.ndim >= 3 and is_stack_shape(image.shape) and not (image.ndim == 3 and job.has_channel_choice):
             raise ValueError(f"{item.input} is a stack of shape {image.shape}, not one image: segment it with "
                              f"run_stack / `granseg segment {item.input} --zarr OUT.zarr`")
         labels = segment_image(image, job, item.prompts, model=model)

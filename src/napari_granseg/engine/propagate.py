@@ -27,7 +27,8 @@ __all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled"
 
 
 class PropagationCancelled(RuntimeError):
-    """Raised when the ``cancel`` callback asks to stop; masks computed so far are discarded."""
+    """Raised when the ``cancel`` callback asks to stop; the returned labels are discarded (an ``out=`` array
+    keeps the frames written before the stop)."""
 
 
 class InMemoryFrames:
@@ -117,22 +118,20 @@ def _add_prompts(predictor, state, prompts: Sequence[ObjectPrompt], frames: InMe
                                         box=box)
 
 
-def _run(predictor, state, n_frames: int, start: int, threshold: float,
-         step: Callable[[], None]) -> dict[int, dict[int, np.ndarray]]:
-    out: dict[int, dict[int, np.ndarray]] = {}
+def _run(predictor, state, start: int, threshold: float, write: Callable[[int, list, torch.Tensor], None],
+         step: Callable[[], None]) -> None:
+    """Run SAM 2's propagation forward then backward from ``start``; every frame goes to ``write`` as it comes
+    (so nothing of the stack's size is held here)."""
     for reverse in (False, True):
         for frame_idx, obj_ids, masks in predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse):
-            out.setdefault(frame_idx, {})
-            for k, obj_id in enumerate(obj_ids):
-                out[frame_idx][obj_id] = (masks[k, 0] > threshold).cpu().numpy()
+            write(frame_idx, list(obj_ids), masks)
             step()
-    return out
 
 
 def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: Sequence[ObjectPrompt] | ObjectPrompt,
               granularity: float | None = None, threshold: float | None = None,
               progress: Callable[[int, int], None] | None = None, cancel: Callable[[], bool] | None = None,
-              precision: str = "auto", intensity: tuple[float, float] | None = None) -> np.ndarray:
+              precision: str = "auto", intensity: tuple[float, float] | None = None, out=None) -> np.ndarray:
     """Propagate objects through ``stack`` and return an int32 label stack (T, H, W), ids = ``obj_id``.
 
     ``granularity`` (UnSAMv2): applies to every object without its own ``ObjectPrompt.granularity``;
@@ -142,6 +141,10 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.
+    ``out``: where the labels go, written one frame at a time as SAM 2 yields it: a (T, H, W) integer array
+    filled with 0, e.g. ``zarr.zeros`` for a stack larger than memory (default: a new numpy array). The stack
+    itself is read one slice at a time (numpy, dask, zarr), so with ``out`` nothing of the stack's size is held
+    in memory but SAM 2's own per-frame memory features. ``out`` is returned.
     """
     check_precision(precision)
     loaded = model if isinstance(model, LoadedModel) else None
@@ -175,19 +178,35 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
         if progress is not None:
             progress(done, total)
         if cancel is not None and cancel():
-            raise PropagationCancelled("propagation cancelled; no labels were written")
+            raise PropagationCancelled("propagation cancelled; no labels were returned")
 
-    labels = np.zeros((len(frames), *frames.hw), np.int32)
+    shape = (len(frames), *frames.hw)
+    if out is None:
+        out = np.zeros(shape, np.int32)
+    elif tuple(out.shape) != shape:
+        raise ValueError(f"out has shape {tuple(out.shape)}; give a zero-filled array of the stack's (T, H, W) "
+                         f"shape {shape}")
     for g, group in groups.items():
+        start = min(p.frame for p in group)
+        before_start: list[np.ndarray] = []  # the start frame comes twice (both directions): the last one counts
+
+        def write(frame_idx: int, obj_ids: list, masks: torch.Tensor, start: int = start,
+                  before_start: list = before_start) -> None:
+            if frame_idx == start and not before_start:
+                before_start.append(np.asarray(out[start]).astype(np.int32, copy=True))
+            base = before_start[0] if frame_idx == start else np.asarray(out[frame_idx])
+            frame = base.astype(np.int32, copy=True)
+            for k, obj_id in enumerate(obj_ids):  # earlier objects and earlier passes keep their pixels
+                mask = (masks[k, 0] > threshold).cpu().numpy()
+                frame[mask & (frame == 0)] = obj_id
+            out[frame_idx] = frame
+
         ctx = module.granularity_context(g) if has_g else contextlib.nullcontext()
         with torch.inference_mode(), precision_context(device, precision), ctx:
             state = init_state_in_memory(module, frames)
             _add_prompts(module, state, group, frames)
-            result = _run(module, state, len(frames), min(p.frame for p in group), threshold, step)
-        for frame_idx, objs in result.items():
-            for obj_id, mask in objs.items():
-                labels[frame_idx][mask & (labels[frame_idx] == 0)] = obj_id
-    return labels
+            _run(module, state, start, threshold, write, step)
+    return out
 
 
 def iter_slices(stack: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
