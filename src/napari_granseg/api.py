@@ -88,7 +88,8 @@ def _napari_points(points, image: np.ndarray) -> tuple[np.ndarray, int | None]:
     if not np.isfinite(pts).all():
         raise PromptError(f"points contain NaN or infinite values: {pts[~np.isfinite(pts).all(1)].tolist()}; "
                           f"give finite (row, col) pixel positions")
-    is_stack = image.ndim == 4 or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4))
+    ndim = len(image.shape)
+    is_stack = ndim == 4 or (ndim == 3 and image.shape[-1] not in (1, 3, 4))
     if pts.shape[1] == 2:
         if is_stack:
             raise PromptError(f"image is a stack of shape {image.shape}: give points as napari (z, row, col) so "
@@ -144,7 +145,9 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
         return session_for(scheduler).segment(image, points, granularity, model=model, labels=labels,
                                               refine=refine, precision=precision, intensity=intensity,
                                               channels=channels, channel_axis=channel_axis, scale=scale, tile=tile)
-    image, intensity = _with_channels(np.asarray(image), channels, channel_axis, intensity)
+    if not (hasattr(image, "shape") and hasattr(image, "dtype")):
+        image = np.asarray(image)  # lists; numpy, dask and zarr stacks stay lazy (one slice is read)
+    image, intensity = _with_channels(image, channels, channel_axis, intensity)
     pts, z = _napari_points(points, image)
     if labels is None:
         lab = np.ones(len(pts), int)
@@ -163,7 +166,7 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
         g = as_granularities(granularity, n=len(pts))[lab == 1]
     else:
         g = [None] * len(pos)
-    plane = image if z is None else image[z]
+    plane = np.asarray(image) if z is None else np.asarray(image[z])
     if intensity is None and z is not None:
         intensity = stack_intensity_range(image, pred.percentiles)
     out = np.zeros(plane.shape[:2], np.int32)
@@ -230,9 +233,10 @@ def _with_channels(image: np.ndarray, channels, channel_axis, intensity):
     from .engine.channels import select_channels
 
     if channels is None and channel_axis is None:
-        if image.ndim == 3 and image.shape[-1] == 2 or image.ndim == 3 and image.shape[-1] == 5:
-            select_channels(image)  # raises: a multi-channel image needs a channel choice
+        if len(image.shape) == 3 and image.shape[-1] in (2, 5):
+            select_channels(np.asarray(image))  # raises: a multi-channel image needs a channel choice
         return image, intensity
+    image = np.asarray(image)
     out = select_channels(image, channels, channel_axis)
     if out.ndim == 3 and out.dtype == np.float32 and out is not image:
         return out, (0.0, 1.0)
