@@ -48,7 +48,10 @@ def mosaic(side: int, scene: int = 256, seed: int = 0):
     by, bx = (side // 2) // block.shape[0] * block.shape[0], (side // 2) // block.shape[1] * block.shape[1]
     cy, cx = centers[0]
     row, col = by + cy, bx + cx
-    return image, cells == cells[int(row), int(col)], (row, col)
+    truth = np.zeros((side, side), bool)  # the clicked cell only (the block repeats, so do its label ids)
+    block_truth = block_cells == block_cells[int(cy), int(cx)]
+    truth[by:by + block.shape[0], bx:bx + block.shape[1]] = block_truth[:side - by, :side - bx]
+    return image, truth, (row, col)
 
 
 def one(side: int, mode: str, device: str, checkpoint: str | None, config: str | None) -> dict:

@@ -72,3 +72,43 @@ def nested_scenes():
     scenes = nested_eval_scenes(n=4, size=128, n_cells=2, seed=10_000)
     assert all(len(s.centers) == 2 for s in scenes)
     return scenes
+
+
+@pytest.fixture(scope="session")
+def banks():
+    """A random-weight tiny SANSA (adapters perturbed so references matter), 22 labelled shape scenes, and
+    two helpers: ``segmenter(refs)`` (fp32, mask references) and ``single_bank(fs, target)`` (all references
+    in ONE SAM 2 memory, the official episode). Shared by the memory-bank tests and the fault table."""
+    from types import SimpleNamespace
+
+    import numpy as np
+    import torch
+
+    from napari_granseg.engine.episode import target_step
+    from napari_granseg.engine.fewshot import FewShotSegmenter
+    from napari_granseg.models.sansa import build_sansa_model
+    from napari_granseg.synthetic import shapes_scene
+
+    torch.manual_seed(1)
+    model = build_sansa_model("granseg_tiny.yaml")
+    with torch.no_grad():
+        for adapter in model.adapters().values():
+            adapter.up_proj.weight.normal_(0, 0.5)
+    model.eval()
+
+    def segmenter(refs):
+        fs = FewShotSegmenter(model, image_size=None, precision="fp32")
+        for img, lab in refs:
+            fs.add_reference(img, mask=lab == 1)
+        return fs
+
+    @torch.inference_mode()
+    def single_bank(fs, target) -> np.ndarray:
+        memory = fs.memory()
+        feats = fs.encode(fs.prepare(target)[0])
+        k = fs.num_references
+        with fs.precision_context():
+            return target_step(fs.sam, feats, memory, frame_idx=k, num_frames=k + 1)["pred_masks"][0, 0].numpy()
+
+    scenes = [shapes_scene(size=64, n_objects=3, seed=100 + s) for s in range(22)]
+    return SimpleNamespace(model=model, scenes=scenes, segmenter=segmenter, single_bank=single_bank)
