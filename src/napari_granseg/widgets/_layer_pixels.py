@@ -112,6 +112,10 @@ class LayerPixels:
         self.n = shape[0] if self.is_stack else 1
         self.shape = ((self.n,) + one) if self.is_stack else one
         self.ndim = len(self.shape)
+        # the layer's axes that the labels keep (its scale/translate entries): all but the channel axis
+        n_axes = spatial if rgb else len(shape)
+        channel = None if (self._axis is None or rgb) else (1 if self.is_stack else 0) + self._axis
+        self.spatial_axes: tuple[int, ...] = tuple(i for i in range(n_axes) if i != channel)
         self._ranges: list[tuple[float, float]] | None = None
 
     @property

@@ -268,7 +268,7 @@ class EverythingWidget(QWidget):
         pixels = LayerPixels(level0(layer), bool(getattr(layer, "rgb", False)),
                              parse_channels(self.channels.text()), name)
         gvals = parse_granularities(self.granularity.text())
-        source = (tuple(layer.scale), tuple(layer.translate))
+        source = tuple(tuple(np.asarray(v)[list(pixels.spatial_axes)]) for v in (layer.scale, layer.translate))
         # every Qt control is read here, on the GUI thread; the job runs in a worker thread
         model, choice = self.model, self.model_combo.currentText()
         preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
