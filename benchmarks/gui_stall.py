@@ -256,7 +256,7 @@ def main(argv=None) -> None:
     rows = run(args.size, args.slices, phases, args.preload)
     import napari_granseg
 
-    print(f"\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
+    print("\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
     for name in all_phases:
         if name in rows:
             row = rows[name]
