@@ -14,7 +14,8 @@ model. Needs a display: run under Xvfb, e.g.::
     xvfb-run -a -s "-screen 0 1600x1200x24" python benchmarks/gui_stall.py --size 1024
 
 Prints a table and writes JSON to benchmarks/results/gui_stall[_<tag>].json. ``--tag before`` with
-PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script.
+PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script. ``--preload`` imports
+torch, sam2 and the engines before the phases, as ``python -m napari_granseg`` does before its event loop.
 """
 from __future__ import annotations
 
@@ -111,10 +112,14 @@ def scene_image(size: int) -> tuple[np.ndarray, tuple[float, float]]:
     return scene.image, tuple(scene.centers[0])
 
 
-def run(size: int, slices: int, phases: set[str]) -> dict:  # noqa: C901 - one linear script of phases
+def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict:  # noqa: C901 - linear phases
     import napari
 
     viewer = napari.Viewer(show=True)
+    if preload:  # as `python -m napari_granseg` does before its event loop starts
+        from napari_granseg.__main__ import preload_engines
+
+        preload_engines()
     meter = StallMeter()
     rows: dict[str, dict] = {}
 
@@ -244,19 +249,21 @@ def main(argv=None) -> None:
     ap.add_argument("--slices", type=int, default=6, help="slices of the propagate and few-shot stacks")
     ap.add_argument("--phases", default=",".join(all_phases), help="comma list of phases")
     ap.add_argument("--tag", default="", help="suffix of the JSON file (e.g. before / after)")
+    ap.add_argument("--preload", action="store_true",
+                    help="import torch, sam2 and the engines before the phases, as `python -m napari_granseg` does")
     args = ap.parse_args(argv)
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    rows = run(args.size, args.slices, phases)
+    rows = run(args.size, args.slices, phases, args.preload)
     import napari_granseg
 
-    print(f"\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
+    print("\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
     for name in all_phases:
         if name in rows:
             row = rows[name]
             print(f"| {name} | {row['max_gap_ms']} | {row['duration_s']} | {row['note']} |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gui_stall{'_' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps({"phases": rows, "size": args.size, "slices": args.slices,
+    out.write_text(json.dumps({"phases": rows, "size": args.size, "slices": args.slices, "preload": args.preload,
                                "plugin": str(Path(napari_granseg.__file__).parent),
                                "machine": platform.platform(), "python": platform.python_version()}, indent=2))
     print(f"wrote {out}")

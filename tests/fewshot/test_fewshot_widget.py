@@ -18,7 +18,7 @@ def series():
 
 def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, trained_sansa, series):
     from napari_granseg.engine.fewshot import FewShotSegmenter
-    from napari_granseg.engine.normalize import intensity_range
+    from napari_granseg.engine.normalize import stack_intensity_range
     from napari_granseg.widgets.fewshot import FewShotWidget
 
     images, truth = series
@@ -47,7 +47,7 @@ def test_widget_segments_the_unlabelled_slices(make_napari_viewer, qtbot, traine
     iou_tri = (pred & tri).sum() / (pred | tri).sum()
     assert iou_disc > 0.5 and iou_disc > 2 * iou_tri, (iou_disc, iou_tri)
     # exactly what the napari-free engine gives for the same inputs
-    fs = FewShotSegmenter(trained_sansa, image_size=None, intensity_range=intensity_range(images))
+    fs = FewShotSegmenter(trained_sansa, image_size=None, intensity_range=stack_intensity_range(images))
     expected = fs.segment_classes([images[1], images[2]], [refs[0]], [images[0]])
     assert np.array_equal(out.data[1], expected[0]) and np.array_equal(out.data[2], expected[1])
     assert widget.segmenter is not None and widget._done == 2 and widget.progress.value() == 2

@@ -21,6 +21,13 @@ def test_readme_command_opens_the_sample_and_the_interactive_widget(qtbot, capsy
         assert any(name.startswith("Interactive (UnSAMv2)") for name in docks), docks
         out = capsys.readouterr().out
         assert "nested cells" in out and "Interactive (UnSAMv2)" in out
+        # torch, sam2 and the engines are imported before the event loop, announced on the terminal
+        assert "loading models..." in out and "models ready" in out
+        import sys
+
+        from napari_granseg.__main__ import ENGINE_MODULES
+
+        assert all(name in sys.modules for name in ("torch", "sam2", *ENGINE_MODULES))
         from imageio.v3 import imread
 
         img = imread(shot)

@@ -56,3 +56,31 @@ def best_iou(labels: np.ndarray, truth: np.ndarray) -> float:
     ids = np.unique(labels[truth])
     ious = [((labels == i) & truth).sum() / ((labels == i) | truth).sum() for i in ids[ids > 0]]
     return float(max(ious, default=0.0))
+
+
+class OneSliceAtATime:
+    """A stack backed by dask (one chunk per slice) that raises if more than one slice is read at once.
+
+    As a napari layer's data it stands for a zarr/dask stack larger than memory: ``np.asarray(stack)`` or
+    ``stack[a:b]`` (more than one slice) fail the test; ``reads`` counts the slices read.
+    """
+
+    def __init__(self, array: np.ndarray):
+        import dask.array as da
+
+        self._dask = da.from_array(array, chunks=(1,) + array.shape[1:])
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+        self.reads = 0
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole stack was read into memory")
+
+    def __getitem__(self, key):
+        out = np.asarray(self._dask[key])
+        if out.size > int(np.prod(self.shape[1:])):
+            raise AssertionError(f"{out.shape} read at once: more than one slice ({key!r})")
+        self.reads += 1
+        return out
+
+    def __len__(self) -> int:
+        return self.shape[0]

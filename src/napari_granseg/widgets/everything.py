@@ -6,6 +6,12 @@ layer ``everything g=0.5`` (a suffix is added when the name is taken: your layer
 With several g values each layer's ``features`` hold ``parent_id`` (the id of the containing object one
 level coarser), area and centroid; Export writes one label TIFF per level and a CSV table.
 
+Large data: "scale" tiles an image larger than the model at its own pixel scale (``engine.tiling``) or
+squeezes it into one model input; "channels" picks what the model sees of a 2-5 channel image. A stack (numpy,
+dask, zarr, level 0 of a multiscale layer) is read one slice at a time with ONE intensity range; the labels of
+a large stack (over 512 MB) go to a zarr array in a new temporary folder (named in the status line and in the
+layer's metadata["store"]) and are written slice by slice.
+
 From the napari console::
 
     dock, w = viewer.window.add_plugin_dock_widget("napari-granseg", "Segment everything (UnSAMv2)")
@@ -15,7 +21,7 @@ From the napari console::
 
 The GUI thread only reads the controls and adds the finished layers (one per event-loop turn, so three levels
 do not freeze napari at once); reading the image, loading the model, segmenting and building the hierarchy
-happen in the background task.
+happen in the background task (``widgets/_everything_job.py``).
 """
 from __future__ import annotations
 
@@ -29,6 +35,8 @@ from qtpy.QtCore import QTimer
 
 from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, notify, set_tooltips, show_model_badge,
                       start_describe_models, unique_layer_name)
+from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, segment_level, settings_for
+from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
 from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
@@ -80,6 +88,14 @@ class EverythingWidget(QWidget):
         self.model_combo = QComboBox()
         self.precision = QComboBox()
         self.precision.addItems(list(PRECISIONS))
+        self.channels = QLineEdit()
+        self.channels.setPlaceholderText("none (gray or RGB)")
+        self.scale = QComboBox()
+        self.scale.addItems(["auto", "tile", "downscale"])
+        self.tile = QSpinBox()
+        self.tile.setRange(0, 8192)
+        self.tile.setSingleStep(128)
+        self.tile.setSpecialValueText("model size")
         self.granularity = QLineEdit("0.5")
         self.preset = QComboBox()
         self.preset.addItems(list(PRESETS))
@@ -102,6 +118,9 @@ class EverythingWidget(QWidget):
             (self.model_combo, "UnSAMv2 model: default = a real checkpoint if one is cached, else the bundled "
                                "DEMO model"),
             (self.precision, PRECISION_TIP),
+            (self.channels, CHANNELS_TIP),
+            (self.scale, SCALE_TIP),
+            (self.tile, TILE_TIP),
             (self.granularity, "one value in [0.1, 1], or a comma list (0.1, 0.5, 1.0) for a parts-to-wholes "
                                "hierarchy; 0.1 = finest parts, 1.0 = whole objects"),
             (self.preset, "click-grid preset: CPU = 24x24 points (fast), GPU = UnSAMv2's 64x64"),
@@ -120,6 +139,9 @@ class EverythingWidget(QWidget):
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_combo)
         form.addRow("precision", self.precision)
+        form.addRow("channels", self.channels)
+        form.addRow("scale", self.scale)
+        form.addRow("tile size", self.tile)
         form.addRow("granularity", self.granularity)
         form.addRow("preset", self.preset)
         form.addRow("points per side", self.points)
@@ -211,29 +233,12 @@ class EverythingWidget(QWidget):
         self.points.setValue(24 if device.startswith("cpu") else 64)
 
     @staticmethod
-    def _settings(predictor, g, preset_device: str | None, points: int, stability: float = 0.0):
-        from ..engine.automatic import AutomaticSettings, model_defaults
-
-        extra = {**model_defaults(predictor), "points_per_side": points}
-        if stability > 0:
-            extra["stability_score_thresh"] = stability
-        return AutomaticSettings.for_device(preset_device or predictor.device, g, **extra)
-
-    @staticmethod
     def _predictor(model, choice: str, precision: str = "auto"):
         """(the loaded model, its predictor at ``precision``); runs in the worker."""
         from ..api import get_model, get_predictor
 
         loaded = get_model(model if model is not None else (None if choice.startswith("default") else choice))
-        if precision == "auto":
-            return loaded, get_predictor(loaded)
-        from ..engine.interactive import GranularityPredictor
-
-        try:
-            return loaded, GranularityPredictor(loaded, precision=precision)
-        except TypeError:  # an engine without the precision setting
-            raise ValueError(f"precision {precision!r} is not supported by this version of the engine: "
-                             f"choose 'auto'") from None
+        return loaded, get_predictor(loaded, precision=precision)
 
     @property
     def busy(self) -> bool:
@@ -259,53 +264,49 @@ class EverythingWidget(QWidget):
         if not name or name not in self.viewer.layers:
             raise ValueError("pick an image layer (open an image or a sample first: File > Open Sample)")
         layer = self.viewer.layers[name]
-        if getattr(layer, "multiscale", False):
-            raise ValueError(f"layer {name!r} is multiscale: segment one scale level (e.g. layer.data[-1])")
-        data = layer.data  # a reference: the pixels are read in the worker
-        rgb = bool(getattr(layer, "rgb", False))
-        ndim = len(data.shape)
-        is_stack = ndim == (4 if rgb else 3)
-        if ndim > (4 if rgb else 3):
-            raise ValueError(f"layer {name!r} has {ndim} dimensions: pass a 2D image or a z/t stack")
+        # a reference to the pixels (level 0 of a multiscale layer): they are read in the worker, slice by slice
+        pixels = LayerPixels(level0(layer), bool(getattr(layer, "rgb", False)),
+                             parse_channels(self.channels.text()), name)
         gvals = parse_granularities(self.granularity.text())
-        source = (tuple(layer.scale), tuple(layer.translate))
+        source = tuple(tuple(np.asarray(v)[list(pixels.spatial_axes)]) for v in (layer.scale, layer.translate))
         # every Qt control is read here, on the GUI thread; the job runs in a worker thread
         model, choice = self.model, self.model_combo.currentText()
         preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
         stability, precision = float(self.stability.value()), self.precision.currentText()
+        scale, tile = self.scale.currentText(), (int(self.tile.value()) or None)
         self.last_error = ""
         self.run_button.setEnabled(False)
         self.export_button.setEnabled(False)
 
         def job(is_cancelled):
             yield Progress(0, 0, "loading the model…")
-            import_engines("napari_granseg.api", "napari_granseg.engine.automatic", "napari_granseg.engine.hierarchy")
-            from ..engine.automatic import segment_everything, segment_everything_stack
-
+            import_engines("napari_granseg.api", "napari_granseg.engine.automatic", "napari_granseg.engine.hierarchy",
+                           "napari_granseg.engine.tiling")
             loaded, pred = self._predictor(model, choice, precision)
             yield ("model", loaded)
-            image = np.asarray(data)
             granularity = gvals if pred.has_granularity else [None]
             n_levels = len(granularity)
-            results = {}
+            results, stores = {}, {}
             for k, g in enumerate(granularity):
                 if is_cancelled():
                     return None
-                settings = self._settings(pred, g, preset_device, points, stability)
+                settings = settings_for(pred, g, preset_device, points, stability)
                 label = "SAM 2" if g is None else f"g={g:g}"
-                yield Progress(0, 0, f"{label}: {settings.points_per_side ** 2} prompts per image"
+                yield Progress(0, 0, f"{label}: {settings.points_per_side ** 2} prompts per image or tile"
                                      f" ({k + 1}/{n_levels})")
-                if is_stack:
-                    def fn(progress, cancel, g=g, settings=settings):
-                        return segment_everything_stack(pred, image, g, progress, cancel, settings), None
-                else:
-                    def fn(progress, cancel, g=g, settings=settings):
-                        return segment_everything(pred, image, g, progress, cancel, settings, return_info=True)
+                out = None
+                if pixels.is_stack:
+                    out, store = new_labels_array(pixels.labels_shape, f"{name} everything {label}")
+                    if store is not None:
+                        stores[g] = store
+
+                def fn(progress, cancel, g=g, settings=settings, out=out):
+                    return segment_level(pred, pixels, g, settings, scale, tile, out, progress, cancel)
                 # progress over all levels: level k's (done, total) becomes (k * total + done, levels * total)
                 results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k, n_levels, label)
             if is_cancelled():
                 return None
-            return _layer_specs(results, name, source)
+            return layer_specs(results, name, source, stores)
 
         def yielded(value):
             if isinstance(value, tuple) and value and value[0] == "model":
@@ -375,26 +376,3 @@ def _auto_device() -> str:
         return "cpu"
 
 
-
-def _layer_specs(results: dict, source_name: str, source) -> dict:
-    """Everything the GUI thread needs to add the result layers (hierarchy and features built here, in the worker)."""
-    from ..engine.hierarchy import build_hierarchy, level_name
-
-    levels = {(1.0 if g is None else g): lab for g, (lab, _) in results.items()}
-    hierarchy = build_hierarchy(levels)
-    scale, translate = source
-    specs = []
-    for g, (lab, info) in results.items():
-        key = 1.0 if g is None else g
-        features = hierarchy.features(key)
-        if info is not None and len(features):
-            by_id = {i + 1: d for i, d in enumerate(info)}
-            features["predicted_iou"] = [by_id[int(i)]["predicted_iou"] for i in features["index"]]
-            features["stability_score"] = [by_id[int(i)]["stability_score"] for i in features["index"]]
-        specs.append({"key": key, "data": lab, "features": features,
-                      "name": "everything SAM 2" if g is None else f"everything g={level_name(g)}",
-                      "scale": scale[-lab.ndim:], "translate": translate[-lab.ndim:],
-                      "metadata": {"granularity": g, "source": source_name}})
-    summary = "objects: " + ", ".join(f"{'SAM 2' if g is None else f'g={g:g}'}: {int(lab.max())}"
-                                      for g, (lab, _) in results.items())
-    return {"hierarchy": hierarchy, "layers": specs, "summary": summary}

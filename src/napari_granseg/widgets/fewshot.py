@@ -26,12 +26,11 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 
 from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, set_tooltips, show_model_badge,
                       start_describe_models, unique_layer_name)
+from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
+from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
 from ._tasks import BackgroundTask, Progress
 
-__all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice"]
-
-#: points sampled along each scribble (path, line or polygon outline) used as a reference prompt
-SCRIBBLE_POINTS = 12
+__all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice", "SCRIBBLE_POINTS"]
 
 _NONE = "(none)"
 
@@ -56,60 +55,6 @@ def parse_slices(text: str, n: int) -> list[int]:
     if bad:
         raise ValueError(f"slices {bad} are outside the series (0..{n - 1}).")
     return sorted(set(out))
-
-
-def _sample_path(vertices: np.ndarray, n: int, closed: bool) -> np.ndarray:
-    """``n`` points evenly spaced along a polyline of (x, y) vertices (its outline when ``closed``)."""
-    pts = np.concatenate([vertices, vertices[:1]]) if closed else vertices
-    if len(pts) == 1:
-        return pts
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-    at = np.concatenate([[0.0], np.cumsum(seg)])
-    if at[-1] == 0:
-        return pts[:1]
-    t = np.linspace(0.0, at[-1], n, endpoint=not closed)
-    return np.stack([np.interp(t, at, pts[:, 0]), np.interp(t, at, pts[:, 1])], axis=1)
-
-
-def prompts_by_slice(layer: Any) -> dict[int, dict]:
-    """Reference prompts per slice from a Points or Shapes layer: {slice: {"points"|"scribble"|"box": ...}}.
-
-    Coordinates are (x, y) pixels as the engine takes them. Points are positive clicks; a rectangle is a box
-    (one per slice); a path, line or polygon is a scribble (:data:`SCRIBBLE_POINTS` points along it).
-    """
-    from napari.layers import Points, Shapes
-
-    out: dict[int, dict] = {}
-    if isinstance(layer, Points):
-        pts = np.asarray(layer.data)
-        if pts.ndim != 2 or pts.shape[1] < 3 or len(pts) == 0:
-            raise ValueError(f"the points layer {layer.name!r} needs points on the slices (3D points: slice, "
-                             f"row, col): add points while viewing a slice of the series.")
-        for z, r, c in pts[:, -3:]:
-            out.setdefault(int(round(z)), {}).setdefault("points", []).append([float(c), float(r)])
-        return out
-    if isinstance(layer, Shapes):
-        for verts, kind in zip(layer.data, layer.shape_type):
-            verts = np.asarray(verts)
-            if verts.shape[1] < 3:
-                raise ValueError(f"shapes layer {layer.name!r} is 2D: draw the shapes while viewing a slice of "
-                                 f"the series (3D shapes: slice, row, col).")
-            z = int(round(float(verts[0, -3])))
-            xy = verts[:, [-1, -2]].astype(float)
-            entry = out.setdefault(z, {})
-            if kind == "rectangle":
-                if "box" in entry:
-                    raise ValueError(f"slice {z} of {layer.name!r} has two rectangles: one box per reference "
-                                     f"slice (use points or scribbles for more objects).")
-                entry["box"] = [xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()]
-            else:
-                closed = kind in ("polygon", "ellipse")
-                entry.setdefault("scribble", []).extend(_sample_path(xy, SCRIBBLE_POINTS, closed).tolist())
-        if not out:
-            raise ValueError(f"the shapes layer {layer.name!r} is empty: draw a rectangle or a path on a "
-                             f"reference slice.")
-        return out
-    raise ValueError(f"{layer.name!r} is not a Points or Shapes layer")
 
 
 class FewShotWidget(QWidget):
@@ -138,6 +83,8 @@ class FewShotWidget(QWidget):
         self.size_combo.addItems(["640", "518", "model size"])
         self.precision = QComboBox()
         self.precision.addItems(list(PRECISIONS))
+        self.channels = QLineEdit()
+        self.channels.setPlaceholderText("none (gray or RGB)")
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.progress = QProgressBar()
@@ -157,6 +104,7 @@ class FewShotWidget(QWidget):
             (self.size_combo, "square pre-resize before the model: 640 for natural/microscopy images, 518 for "
                               "FSS-1000/medical; 'model size' resizes straight to the model's input"),
             (self.precision, PRECISION_TIP),
+            (self.channels, CHANNELS_TIP + "; for a series of multi-channel images (Z, C, H, W) or (Z, H, W, C)"),
             (self.run_button, "segment the references' classes in every other slice into a NEW Labels layer"),
             (self.cancel_button, "stop after the current slice (slices done so far stay in the output layer)"),
             (self.progress, "target slices segmented"),
@@ -170,6 +118,7 @@ class FewShotWidget(QWidget):
         form.addRow("Model", self.model_edit)
         form.addRow("Pre-resize", self.size_combo)
         form.addRow("Precision", self.precision)
+        form.addRow("Channels", self.channels)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
@@ -253,19 +202,19 @@ class FewShotWidget(QWidget):
         image_layer = self._layer(self.image_combo)
         if image_layer is None:
             raise ValueError("no image layer: open a series (a 3D stack) and pick it as Image.")
-        if getattr(image_layer, "multiscale", False):
-            raise ValueError(f"layer {image_layer.name!r} is multiscale: pick one scale level as its own layer.")
-        shape = tuple(image_layer.data.shape)
-        ndim = len(shape) - (1 if getattr(image_layer, "rgb", False) else 0)
-        if ndim != 3:
-            raise ValueError(f"the image layer {image_layer.name!r} has {ndim} spatial dimensions; few-shot needs a "
+        # shapes only here; the worker reads one slice at a time (level 0 of a multiscale layer)
+        pixels = LayerPixels(level0(image_layer), bool(getattr(image_layer, "rgb", False)),
+                             parse_channels(self.channels.text()), image_layer.name)
+        if not pixels.is_stack:
+            raise ValueError(f"the image layer {image_layer.name!r} is a single 2D image; few-shot needs a "
                              f"series (slices, rows, cols): stack your images, e.g. np.stack(list_of_images).")
+        shape = pixels.labels_shape
         n = shape[0]
         labels_layer, prompts_layer = self._layer(self.labels_combo), self._layer(self.points_combo)
         chosen = parse_slices(self.slices_edit.text(), n) if self.slices_edit.text().strip() else None
-        job = {"image": image_layer.data, "n": n, "chosen": chosen, "labels": None, "prompts": None,
+        job = {"pixels": pixels, "n": n, "chosen": chosen, "labels": None, "prompts": None,
                "size": self.size_combo.currentText(), "precision": self.precision.currentText(),
-               "model_text": self.model_edit.text().strip()}
+               "model_text": self.model_edit.text().strip(), "layer_name": image_layer.name}
         if labels_layer is not None:
             if tuple(labels_layer.data.shape) != shape[:3]:
                 raise ValueError(f"labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
@@ -296,42 +245,35 @@ class FewShotWidget(QWidget):
             yield Progress(0, 0, "loading the model…")
             import_engines("napari_granseg.engine.fewshot")
             from ..engine.fewshot import FewShotSegmenter
-            from ..engine.normalize import intensity_range
 
             model = self._get_model(job["model_text"])
             yield ("model", model)
-            yield Progress(0, 0, "reading the series…")
-            image = np.asarray(job["image"])
-            refs = self._references(job, image)
+            yield Progress(0, 0, "reading the references…")
+            pixels: LayerPixels = job["pixels"]
+            refs, ref_labels = self._references(job)
             size = job["size"]
-            lo_hi = intensity_range(image)  # one range for the whole series, every slice scaled alike
-            kwargs = {"image_size": None if size == "model size" else int(size), "intensity_range": lo_hi}
-            if job["precision"] != "auto":
-                kwargs["precision"] = job["precision"]
-            try:
-                segmenter = FewShotSegmenter(model, **kwargs)
-            except TypeError:
-                if "precision" not in kwargs:
-                    raise
-                raise ValueError(f"precision {job['precision']!r} is not supported by this version of the "
-                                 f"engine: choose 'auto'") from None
+            # one range for the whole series (read from at most 16 slices), every slice scaled alike
+            segmenter = FewShotSegmenter(model, image_size=None if size == "model size" else int(size),
+                                         precision=job["precision"], intensity_range=pixels.intensity())
             self.segmenter = segmenter
-            targets = [i for i in range(image.shape[0]) if i not in refs]
-            out = np.zeros(image.shape[:3], np.int32)
-            if job["labels"] is not None:
-                out[refs] = job["labels"][refs]
-            yield ("output", out, refs, targets)
-            if job["labels"] is not None:
-                gen = segmenter.iter_segment_classes((image[i] for i in targets), [job["labels"][i] for i in refs],
-                                                     [image[i] for i in refs], cancel=is_cancelled)
+            targets = [i for i in range(pixels.n) if i not in refs]
+            out, store = new_labels_array(pixels.labels_shape, f"{job['layer_name']} few-shot")
+            if ref_labels is not None:
+                for i, lab in zip(refs, ref_labels):
+                    out[i] = lab
+            yield ("output", out, refs, targets, store)
+            target_images = (pixels[i] for i in targets)  # read one slice at a time
+            if ref_labels is not None:
+                gen = segmenter.iter_segment_classes(target_images, ref_labels, [pixels[i] for i in refs],
+                                                     cancel=is_cancelled)
             else:
                 segmenter.clear_references()
                 for i in refs:
-                    segmenter.add_reference(image[i], **job["prompts"][i])
-                gen = (r.mask.astype(np.int32) for r in segmenter.segment_many((image[i] for i in targets),
-                                                                            cancel=is_cancelled))
+                    segmenter.add_reference(pixels[i], **job["prompts"][i])
+                gen = (r.mask.astype(np.int32) for r in segmenter.segment_many(target_images, cancel=is_cancelled))
             for n, (i, lab) in enumerate(zip(targets, gen)):
-                yield ("slice", i, lab)
+                out[i] = lab  # written here, in the worker (a zarr store: one chunk per slice)
+                yield ("slice", i)
                 yield Progress(n + 1, len(targets), f"segmented slice {i} ({n + 1}/{len(targets)})")
             return len(targets)
 
@@ -339,40 +281,44 @@ class FewShotWidget(QWidget):
         return self.task.start(work, on_yield=self._on_yield, on_error=self._on_error, message="starting…")
 
     @staticmethod
-    def _references(job: dict, image: np.ndarray) -> list[int]:
-        """The reference slices (worker thread: reads the labels); raises ValueError with the fix."""
+    def _references(job: dict) -> tuple[list[int], list[np.ndarray] | None]:
+        """(reference slices, their label images or None for prompts); worker thread: reads the labels one
+        slice at a time. Raises ValueError with the fix."""
         if job["labels"] is None:
-            return sorted(job["prompts"])
-        labels = np.asarray(job["labels"])
-        job["labels"] = labels
-        labelled = [i for i in range(job["n"]) if labels[i].any()]
-        refs = job["chosen"] if job["chosen"] is not None else labelled
-        empty = [i for i in refs if i not in labelled]
+            return sorted(job["prompts"]), None
+        labels = job["labels"]
+        chosen = job["chosen"]
+        read = {}
+        for i in (chosen if chosen is not None else range(job["n"])):
+            lab = np.asarray(labels[i])
+            if lab.any():
+                read[i] = lab
+        refs = chosen if chosen is not None else sorted(read)
+        empty = [i for i in refs if i not in read]
         if empty:
             raise ValueError(f"reference slices {empty} have no labels: paint the class on them or remove "
                              f"them from 'Reference slices'.")
         if not refs:
             raise ValueError("no labels on any slice: paint the class on one or a few slices of the "
                              "reference Labels layer, then Run.")
-        return refs
+        return refs, [read[i] for i in refs]
 
     def _on_yield(self, item) -> None:
         kind = item[0]
         if kind == "model":
             show_model_badge(self.model_badge, item[1], real_model="sansa-universal")
         elif kind == "output":
-            _, out, refs, targets = item
+            _, out, refs, targets, store = item
             source = self._layer(self.labels_combo) or self._layer(self.points_combo)
             base = f"{source.name if source is not None else 'series'} few-shot"
-            self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base))
+            self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base),
+                                                       metadata={"store": str(store)} if store else {})
             self.progress.setRange(0, max(1, len(targets)))
             self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
         elif kind == "slice":
-            _, i, lab = item
             layer = self.output_layer
             if layer is not None:
-                layer.data[i] = lab
-                layer.refresh()
+                layer.refresh()  # the worker wrote the slice into the layer's array
             self._done += 1
 
     def _on_error(self, exc: BaseException) -> None:
@@ -388,8 +334,11 @@ class FewShotWidget(QWidget):
         if self.output_layer is None:
             return
         cancelled = self.task.is_cancelled()
+        store = self.output_layer.metadata.get("store")
         self.status.setText(("cancelled after " if cancelled else "done: ") + f"{self._done} target slice(s) "
                             f"segmented into {self.output_layer.name}"
+                            + (f" (large series: labels written to {store}; save the layer to keep them, then "
+                               f"delete that folder)" if store else "")
                             + (" [DEMO model]" if getattr(self.segmenter and self.segmenter.loaded, "is_demo",
                                                           False) else ""))
 
