@@ -80,3 +80,29 @@ def test_remote_preview_of_a_real_click_and_a_lost_worker(viewer, qtbot, cluster
     pred.predict = original
     cluster_client = pred.session.client
     cluster_client.wait_for_workers(1, timeout=120)   # the nanny's new worker, for the tests that follow
+
+
+def test_segment_everything_widget_runs_on_the_worker_with_the_same_labels(make_napari_viewer, qtbot, cluster,
+                                                                        one_thread):
+    """Compute = the scheduler: Run sends the image to the worker, the labels that come back are the ones a
+    local run gives (fp32 on both sides), and the layer is added as for a local run."""
+    import napari_granseg as gs
+    from napari_granseg.sample_data import nested_cells_sample_scene
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-granseg", "nested_cells")
+    _dock, w = viewer.window.add_plugin_dock_widget("napari-granseg", "Segment everything (UnSAMv2)")
+    w.model_combo.setCurrentText(UNSAM)
+    w.precision.setCurrentText("fp32")
+    w.compute.apply(cluster.scheduler_address)
+    qtbot.waitUntil(lambda: w.compute.session is not None and not w.compute.connecting, timeout=4 * TIMEOUT_MS)
+    w.granularity.setText("1.0")
+    w.points.setValue(8)
+    qtbot.mouseClick(w.run_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: not w.busy, timeout=4 * TIMEOUT_MS)
+    assert w.last_error == "" and "DEMO" in w.model_badge.text()
+    got = np.asarray(viewer.layers["everything g=1"].data)
+    scene = nested_cells_sample_scene()
+    want = gs.segment_everything(scene.image, 1.0, model=gs.load_model(UNSAM, device="cpu"), precision="fp32",
+                                 points_per_side=8)
+    assert np.array_equal(got, want)

@@ -65,6 +65,60 @@ def segment_level(pred, pixels: LayerPixels, g, settings, scale: str, tile: int 
     return out, None
 
 
+def remote_level(session, model_name, pixels: LayerPixels, g, overrides: dict, precision: str, scale: str,
+                 tile: int | None, out, progress: Callable[[int, int], None], cancel: Callable[[], bool]):
+    """:func:`segment_level` on a GPU worker (``session``: a ``remote.RemoteSession``): the same
+    ``gs.segment_everything`` runs there, one image (or one slice of a stack) per call, so a stack is never
+    sent whole and the labels come back slice by slice into ``out``."""
+    kw = dict(model=model_name, precision=precision, intensity=pixels.intensity(), scale=scale, tile=tile,
+              **overrides)
+    if not pixels.is_stack:
+        return session.segment_everything(pixels.image(), g, progress=progress, cancel=cancel, **kw), None
+    n, offset = pixels.n, 0
+    for z in range(n):
+        def slice_progress(done: int, total: int, z: int = z) -> None:
+            progress(z * total + done, n * total)
+
+        lab = session.segment_everything(pixels[z], g, progress=slice_progress, cancel=cancel, **kw)
+        out[z] = np.where(lab > 0, lab + offset, 0)
+        offset += int(lab.max())
+    return out, None
+
+
+def remote_job(session, pixels: LayerPixels, gvals, source: tuple, name: str, model_name, overrides: dict,
+               precision: str, scale: str, tile: int | None):
+    """The task (a generator function for ``BackgroundTask``) of a segment-everything run on a GPU worker."""
+    from ._layer_pixels import new_labels_array
+    from ._tasks import Progress, blocking_with_progress, rescaled_progress
+
+    def job(is_cancelled):
+        yield Progress(0, 0, f"loading the model on {session.address}…")
+        pred = session.predictor(model_name, precision=precision)
+        yield ("remote-model", pred)
+        granularity = gvals if pred.has_granularity else [None]
+        results, stores = {}, {}
+        for k, g in enumerate(granularity):
+            if is_cancelled():
+                return None
+            label = "SAM 2" if g is None else f"g={g:g}"
+            out = None
+            if pixels.is_stack:
+                out, store = new_labels_array(pixels.labels_shape, f"{name} everything {label}")
+                if store is not None:
+                    stores[g] = store
+
+            def fn(progress, cancel, g=g, out=out):
+                return remote_level(session, model_name, pixels, g, overrides, precision, scale, tile, out,
+                                    progress, cancel)
+            results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k,
+                                                      len(granularity), label)
+        if is_cancelled():
+            return None
+        return layer_specs(results, name, source, stores)
+
+    return job
+
+
 def layer_specs(results: dict, source_name: str, source: tuple, stores: dict) -> dict[str, Any]:
     """Everything the GUI thread needs to add the result layers.
 

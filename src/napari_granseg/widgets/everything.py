@@ -35,7 +35,8 @@ from qtpy.QtCore import QTimer
 
 from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, notify, set_tooltips, show_model_badge,
                       start_describe_models, unique_layer_name)
-from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, segment_level, settings_for
+from ._compute import ComputeSetting
+from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, remote_job, segment_level, settings_for
 from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
 from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
 
@@ -113,6 +114,8 @@ class EverythingWidget(QWidget):
         self.progress = QProgressBar()
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.compute = ComputeSetting(on_change=lambda _session: self._update_buttons(),
+                                      on_error=self._compute_failed)
         set_tooltips([
             (self.image_combo, "the image layer to segment (2D, RGB, or a z/t stack: every slice is segmented)"),
             (self.model_combo, "UnSAMv2 model: default = a real checkpoint if one is cached, else the bundled "
@@ -138,6 +141,7 @@ class EverythingWidget(QWidget):
         form = QFormLayout()
         form.addRow("image", self.image_combo)
         form.addRow("model", self.model_combo)
+        form.addRow("compute", self.compute.row)
         form.addRow("precision", self.precision)
         form.addRow("channels", self.channels)
         form.addRow("scale", self.scale)
@@ -256,6 +260,10 @@ class EverythingWidget(QWidget):
     def _remember_error(self, text: str) -> None:
         self.last_error = text
 
+    def _compute_failed(self, message: str) -> None:
+        self.last_error = message
+        self.status.setText(message)
+
     def run(self):
         """Start segmenting in the background (same as pressing Run); returns the napari worker."""
         if self.busy:
@@ -274,6 +282,10 @@ class EverythingWidget(QWidget):
         preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
         stability, precision = float(self.stability.value()), self.precision.currentText()
         scale, tile = self.scale.currentText(), (int(self.tile.value()) or None)
+        session = self.compute.session
+        if session is not None:
+            return self._run_remote(session, pixels, gvals, source, name, model, choice, points, stability,
+                                    precision, scale, tile)
         self.last_error = ""
         self.run_button.setEnabled(False)
         self.export_button.setEnabled(False)
@@ -311,6 +323,27 @@ class EverythingWidget(QWidget):
         def yielded(value):
             if isinstance(value, tuple) and value and value[0] == "model":
                 show_model_badge(self.model_badge, value[1], real_model="unsamv2-plus")
+
+        return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
+
+    def _run_remote(self, session, pixels, gvals, source, name, model, choice, points, stability, precision,
+                    scale, tile):
+        """The same run on the GPU worker of ``session`` (the compute setting): each image or slice is sent
+        once per granularity and its labels come back; layers are added exactly as for a local run."""
+        self.last_error = ""
+        self.run_button.setEnabled(False)
+        self.export_button.setEnabled(False)
+        model_name = getattr(model, "name", model) if model is not None else (
+            None if choice.startswith("default") else choice)
+        overrides = {"points_per_side": points, **({"stability_score_thresh": stability} if stability > 0 else {})}
+
+        job = remote_job(session, pixels, gvals, source, name, model_name, overrides, precision, scale, tile)
+
+        def yielded(value):
+            if isinstance(value, tuple) and value and value[0] == "remote-model":
+                pred = value[1]
+                show_model_badge(self.model_badge, name=f"{model_name or 'default'} on {session.address}",
+                                 demo=bool(getattr(pred, "is_demo", False)), real_model="unsamv2-plus")
 
         return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
 
