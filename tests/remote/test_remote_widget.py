@@ -106,3 +106,34 @@ def test_segment_everything_widget_runs_on_the_worker_with_the_same_labels(make_
     want = gs.segment_everything(scene.image, 1.0, model=gs.load_model(UNSAM, device="cpu"), precision="fp32",
                                  points_per_side=8)
     assert np.array_equal(got, want)
+
+
+def test_fewshot_widget_runs_on_the_worker_with_the_same_labels(make_napari_viewer, qtbot, cluster, one_thread):
+    """Compute = the scheduler: the references and each target slice go to the worker; the series' labels are
+    the ones the local run of the same widget gives (fp32 on both sides)."""
+    from napari_granseg.synthetic import shapes_scene
+
+    rng = np.random.default_rng(5)
+    scenes = [shapes_scene(size=128, n_objects=4, rng=rng) for _ in range(3)]
+    images, truth = np.stack([s[0] for s in scenes]), np.stack([s[1] for s in scenes])
+    refs = np.zeros_like(truth)
+    refs[0] = truth[0] == 1
+    viewer = make_napari_viewer()
+    viewer.add_image(images, name="series")
+    viewer.add_labels(refs, name="refs")
+    _dock, w = viewer.window.add_plugin_dock_widget("napari-granseg", "Few-shot series (SANSA)")
+    w.model_edit.setText("sansa-demo")
+    w.size_combo.setCurrentText("model size")
+    w.precision.setCurrentText("fp32")
+    outputs = []
+    for address in (None, cluster.scheduler_address):
+        if address is not None:
+            w.compute.apply(address)
+            qtbot.waitUntil(lambda: w.compute.session is not None and not w.compute.connecting,
+                            timeout=4 * TIMEOUT_MS)
+        qtbot.mouseClick(w.run_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: not w.busy, timeout=4 * TIMEOUT_MS)
+        assert w.last_error == ""
+        outputs.append(np.asarray(w.output_layer.data).copy())
+    assert "DEMO" in w.model_badge.text() and cluster.scheduler_address in w.model_badge.text()
+    assert outputs[0][1:].any() and np.array_equal(outputs[0], outputs[1])

@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, set_tooltips, show_model_badge,
                       start_describe_models, unique_layer_name)
 from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
+from ._compute import ComputeSetting, make_fewshot
 from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
 from ._tasks import BackgroundTask, Progress
 
@@ -78,6 +79,7 @@ class FewShotWidget(QWidget):
         self.slices_edit = QLineEdit()
         self.slices_edit.setPlaceholderText("all slices with labels (or e.g. 0, 5, 9-10)")
         self.model_edit = QLineEdit()
+        self.compute = ComputeSetting(on_error=lambda message: self.status.setText(message))
         self.model_edit.setPlaceholderText("zoo name or checkpoint path (empty: best cached, else demo)")
         self.size_combo = QComboBox()
         self.size_combo.addItems(["640", "518", "model size"])
@@ -116,6 +118,7 @@ class FewShotWidget(QWidget):
         form.addRow("or reference prompts", self.points_combo)
         form.addRow("Reference slices", self.slices_edit)
         form.addRow("Model", self.model_edit)
+        form.addRow("Compute", self.compute.row)
         form.addRow("Pre-resize", self.size_combo)
         form.addRow("Precision", self.precision)
         form.addRow("Channels", self.channels)
@@ -214,7 +217,8 @@ class FewShotWidget(QWidget):
         chosen = parse_slices(self.slices_edit.text(), n) if self.slices_edit.text().strip() else None
         job = {"pixels": pixels, "n": n, "chosen": chosen, "labels": None, "prompts": None,
                "size": self.size_combo.currentText(), "precision": self.precision.currentText(),
-               "model_text": self.model_edit.text().strip(), "layer_name": image_layer.name}
+               "model_text": self.model_edit.text().strip(), "layer_name": image_layer.name,
+               "session": self.compute.session}
         if labels_layer is not None:
             if tuple(labels_layer.data.shape) != shape[:3]:
                 raise ValueError(f"labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
@@ -244,17 +248,21 @@ class FewShotWidget(QWidget):
         def work(is_cancelled):
             yield Progress(0, 0, "loading the model…")
             import_engines("napari_granseg.engine.fewshot")
-            from ..engine.fewshot import FewShotSegmenter
 
-            model = self._get_model(job["model_text"])
-            yield ("model", model)
+            session = job["session"]
+            if session is None:
+                model = self._get_model(job["model_text"])
+                yield ("model", model)
+            else:  # the model loads on the GPU worker, by name (docs/remote.md)
+                model = job["model_text"] or getattr(self.model, "name", None) or "sansa-universal"
+                yield ("remote-model", model, session.address)
             yield Progress(0, 0, "reading the references…")
             pixels: LayerPixels = job["pixels"]
             refs, ref_labels = self._references(job)
             size = job["size"]
             # one range for the whole series (read from at most 16 slices), every slice scaled alike
-            segmenter = FewShotSegmenter(model, image_size=None if size == "model size" else int(size),
-                                         precision=job["precision"], intensity_range=pixels.intensity())
+            segmenter = make_fewshot(model, session, image_size=None if size == "model size" else int(size),
+                                     precision=job["precision"], intensity_range=pixels.intensity())
             self.segmenter = segmenter
             targets = [i for i in range(pixels.n) if i not in refs]
             out, store = new_labels_array(pixels.labels_shape, f"{job['layer_name']} few-shot")
@@ -263,7 +271,11 @@ class FewShotWidget(QWidget):
                     out[i] = lab
             yield ("output", out, refs, targets, store)
             target_images = (pixels[i] for i in targets)  # read one slice at a time
-            if ref_labels is not None:
+            if ref_labels is not None and session is not None:  # one worker call per slice
+                ref_images = [pixels[i] for i in refs]
+                gen = (segmenter.segment_classes([t], ref_labels, ref_images, cancel=is_cancelled)[0]
+                       for t in target_images)
+            elif ref_labels is not None:
                 gen = segmenter.iter_segment_classes(target_images, ref_labels, [pixels[i] for i in refs],
                                                      cancel=is_cancelled)
             else:
@@ -307,6 +319,9 @@ class FewShotWidget(QWidget):
         kind = item[0]
         if kind == "model":
             show_model_badge(self.model_badge, item[1], real_model="sansa-universal")
+        elif kind == "remote-model":
+            show_model_badge(self.model_badge, name=f"{item[1]} on {item[2]}", demo=item[1].endswith("-demo"),
+                             real_model="sansa-universal")
         elif kind == "output":
             _, out, refs, targets, store = item
             source = self._layer(self.labels_combo) or self._layer(self.points_combo)
@@ -339,8 +354,7 @@ class FewShotWidget(QWidget):
                             f"segmented into {self.output_layer.name}"
                             + (f" (large series: labels written to {store}; save the layer to keep them, then "
                                f"delete that folder)" if store else "")
-                            + (" [DEMO model]" if getattr(self.segmenter and self.segmenter.loaded, "is_demo",
-                                                          False) else ""))
+                            + (" [DEMO model]" if "DEMO" in self.model_badge.text() else ""))
 
     def cancel(self) -> None:
         """Stop after the current slice (results so far stay in the output layer)."""
