@@ -1,4 +1,4 @@
-"""Issue 3 benchmark: UnSAMv2 interactive engine vs stock ``SAM2ImagePredictor`` on the same weights and image.
+"""Benchmark: UnSAMv2 interactive engine vs stock ``SAM2ImagePredictor`` on the same weights and image.
 
 Measured in one run (these machines are noisy, so the baseline is always re-measured alongside):
 1. mask update when g changes (embedding cached)      target: <= stock predict time

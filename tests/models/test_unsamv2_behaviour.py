@@ -1,4 +1,4 @@
-"""Issue 3's behaviour: a click on a nucleolus returns the nucleolus, nucleus or cell as g rises.
+"""Behaviour of a trained UnSAMv2: a click on a nucleolus returns the nucleolus, nucleus or cell as g rises.
 
 The model is the session's tiny UnSAMv2 trained from scratch by the project's trainer (tests/conftest.py);
 scenes are unseen (other seeds than any training sample). Prediction goes through GranularityPredictor,

@@ -1,4 +1,4 @@
-"""Issue 4: the interactive widget (click, granularity slider, commit/undo, stacks), in a real napari viewer.
+"""The interactive widget (click, granularity slider, commit/undo, stacks), in a real napari viewer.
 
 The model is the session's tiny UnSAMv2 trained on synthetic nested cells (tests/conftest.py); scenes are
 unseen. A click on a nucleolus centre at g=0.1 must preview the nucleolus, at g=1.0 the whole cell.
