@@ -16,22 +16,9 @@ import argparse
 import time
 from pathlib import Path
 
+from make_screenshots import wait_until  # noqa: E402 (docs/ is on the path when run as a script)
+
 WIDGET = "Interactive (UnSAMv2)"
-
-
-def wait_until(condition, timeout: float = 300.0) -> None:
-    """Process Qt events until ``condition()`` is true (the widget's workers report through the event loop)."""
-    from qtpy.QtWidgets import QApplication
-
-    end = time.monotonic() + timeout
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() > end:
-            raise TimeoutError("the widget did not finish in time")
-    for _ in range(20):  # let napari draw the result
-        QApplication.processEvents()
-        time.sleep(0.01)
 
 
 def canvas_point(viewer, rc):

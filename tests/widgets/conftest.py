@@ -15,3 +15,9 @@ def demo_unsamv2(tmp_path_factory):
     env = {"GRANSEG_CACHE_DIR": str(tmp_path_factory.mktemp("granseg_cache")), "GRANSEG_OFFLINE": "1"}
     with mock.patch.dict(os.environ, env):
         return zoo.load_model("unsamv2-demo", device="cpu")
+
+
+@pytest.fixture
+def no_cached_models(tmp_path, monkeypatch):
+    """An empty model cache: the default model is the bundled demo, as on a fresh install offline."""
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))

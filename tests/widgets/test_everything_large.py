@@ -19,12 +19,6 @@ pytestmark = pytest.mark.gui
 NAME = "Segment everything (UnSAMv2)"
 
 
-@pytest.fixture
-def no_cached_models(tmp_path, monkeypatch):
-    """An empty model cache: the default model is the bundled demo, as on a fresh install offline."""
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def _run(qtbot, w, **controls):
     for name, value in controls.items():
         control = getattr(w, name)

@@ -17,12 +17,6 @@ pytestmark = pytest.mark.gui
 NAME = "Segment everything (UnSAMv2)"
 
 
-@pytest.fixture
-def no_cached_models(tmp_path, monkeypatch):
-    """An empty model cache: the default model is the bundled demo, as on a fresh install offline."""
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.mark.parametrize("how, order", [("dock", "image_first"), ("menu", "widget_first")])
 def test_run_button_labels_the_cells_of_the_sample(make_napari_viewer, qtbot, no_cached_models, how, order):
     from napari_granseg.sample_data import nested_cells_sample_scene

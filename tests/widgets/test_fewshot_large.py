@@ -17,12 +17,6 @@ pytestmark = pytest.mark.gui
 NAME = "Few-shot series (SANSA)"
 
 
-@pytest.fixture
-def no_cached_models(tmp_path, monkeypatch):
-    """An empty model cache: the default model is the bundled demo, as on a fresh install offline."""
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-
-
 def test_a_dask_series_is_read_one_slice_at_a_time_into_a_zarr_layer(make_napari_viewer, qtbot, no_cached_models,
                                                                       monkeypatch):
     import zarr

@@ -17,12 +17,6 @@ pytestmark = pytest.mark.gui
 NAME = "Few-shot series (SANSA)"
 
 
-@pytest.fixture
-def no_cached_models(tmp_path, monkeypatch):
-    """An empty model cache: the default model is the bundled demo, as on a fresh install offline."""
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-
-
 @pytest.fixture(scope="module")
 def series():
     """Five 256 px images of discs (1) and triangles (2), each with both classes; (images, class labels)."""

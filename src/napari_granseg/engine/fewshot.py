@@ -20,7 +20,7 @@ import torch
 from ..devices import autocast_dtype, check_precision, precision_context
 from .episode import Features, build_memory, encode_frames, memory_banks, segment_with_banks
 from .fewshot_input import FewShotError, preprocess_image, preprocess_mask, reference_prompt, upsample_logits
-from .normalize import ImageShapeError, check_image
+from .normalize import ImageShapeError, check_image, check_intensity
 
 __all__ = ["FewShotSegmenter", "FewShotResult", "FewShotError", "Reference"]
 
@@ -51,19 +51,6 @@ def _check_image_size(image_size) -> int | None:
         raise ValueError(f"image_size={image_size!r}: pass the square pre-resize in pixels (640 for natural "
                          f"images, 518 for FSS-1000 / medical data) or None to resize straight to the model size.")
     return int(image_size)
-
-
-def _check_range(intensity_range) -> tuple[float, float] | None:
-    if intensity_range is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in intensity_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"intensity_range={intensity_range!r}: pass (lo, hi), e.g. "
-                         f"napari_granseg.engine.normalize.intensity_range(stack), or None.") from None
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > lo):
-        raise ValueError(f"intensity_range={intensity_range!r}: lo and hi must be finite with lo < hi.")
-    return lo, hi
 
 
 class FewShotSegmenter:
@@ -106,7 +93,7 @@ class FewShotSegmenter:
         self.image_size = _check_image_size(image_size)
         self.precision = check_precision(precision)
         autocast_dtype(self.device, self.precision)  # bf16 where the device has none: fail now, not later
-        self.intensity_range = _check_range(intensity_range)
+        self.intensity_range = check_intensity(intensity_range, "intensity_range", strict=True)
         self._refs: list[Reference] = []
         self._memory: dict | None = None
 

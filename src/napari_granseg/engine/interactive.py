@@ -19,7 +19,7 @@ from ..devices import autocast_dtype, check_precision, precision_context
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
 from .embeddings import DEFAULT_MAX_BYTES, EmbeddingCache, image_key, model_fingerprint
-from .normalize import DEFAULT_PERCENTILES, check_image, intensity_range, model_input
+from .normalize import DEFAULT_PERCENTILES, check_image, check_intensity, intensity_range, model_input
 from .prompts import PromptError, as_box, as_granularities, as_points
 
 __all__ = ["GranularityPredictor", "PromptError"]
@@ -32,19 +32,6 @@ def _current_granularity(prompt_encoder):
     except ImportError:  # older models module: the value lives on the prompt encoder
         return getattr(prompt_encoder, "granularity", None)
     return current_granularity()
-
-
-def _check_intensity(intensity) -> tuple[float, float] | None:
-    if intensity is None:
-        return None
-    try:
-        lo, hi = (float(v) for v in intensity)
-    except (TypeError, ValueError):
-        raise ValueError(f"intensity={intensity!r}: give the (low, high) grey values to scale to [0, 1], e.g. "
-                         f"the stack's range from engine.normalize.intensity_range(stack), or None") from None
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise ValueError(f"intensity={intensity!r} is not finite: give two finite grey values (low, high)")
-    return lo, hi
 
 
 class GranularityPredictor(SAM2ImagePredictor):
@@ -148,7 +135,7 @@ class GranularityPredictor(SAM2ImagePredictor):
         propagation and in the CLI; None: the image's own range (uint8: 0..255, else its percentiles).
         """
         image = check_image(image)
-        intensity = self._intensity_for(image, _check_intensity(intensity))
+        intensity = self._intensity_for(image, check_intensity(intensity))
         with self.lock:
             key = self._embedding_key(image, intensity)
             self.reset_predictor()
@@ -165,7 +152,7 @@ class GranularityPredictor(SAM2ImagePredictor):
     def is_cached(self, image: np.ndarray, intensity: tuple[float, float] | None = None) -> bool:
         """Whether ``set_image(image, intensity)`` would skip the encoder."""
         image = check_image(image)
-        return self._embedding_key(image, self._intensity_for(image, _check_intensity(intensity))) in self.cache
+        return self._embedding_key(image, self._intensity_for(image, check_intensity(intensity))) in self.cache
 
     # ---------------------------------------------------------------- prompts
     @torch.no_grad()

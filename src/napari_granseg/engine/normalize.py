@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 __all__ = ["to_model_rgb", "to_model_rgb_range", "check_image", "ImageShapeError", "intensity_range",
-           "model_input", "downsample_for_model", "stack_intensity_range", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_PERCENTILES"]
+           "model_input", "downsample_for_model", "stack_intensity_range", "check_intensity", "IMAGENET_MEAN", "IMAGENET_STD", "DEFAULT_PERCENTILES"]
 
 DEFAULT_PERCENTILES = (0.5, 99.5)
 #: SAM 2's (and SANSA's) input normalisation, defined once for every engine and the trainers.
@@ -116,6 +116,23 @@ def stack_intensity_range(stack, percentiles: tuple[float, float] | None = DEFAU
     sample = np.stack([np.asarray(stack[int(i)]) for i in picks])
     lo, hi = intensity_range(sample, percentiles)
     return float(lo), float(hi)
+
+
+def check_intensity(value, name: str = "intensity", strict: bool = False) -> tuple[float, float] | None:
+    """``value`` as a finite (low, high) pair (None stays None), or a ValueError naming ``name`` and saying what
+    to pass. ``strict``: low must be below high (an equal pair is accepted otherwise: a flat stack's range)."""
+    if value is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}={value!r}: give the (low, high) grey values to scale to [0, 1], e.g. the "
+                         f"stack's range from engine.normalize.stack_intensity_range(stack), or None") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise ValueError(f"{name}={value!r} is not finite: give two finite grey values (low, high)")
+    if hi < lo or (strict and hi == lo):
+        raise ValueError(f"{name}={value!r}: low must be below high")
+    return lo, hi
 
 
 def to_model_rgb_range(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
