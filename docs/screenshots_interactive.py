@@ -13,7 +13,6 @@ this script only waits for them.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from make_screenshots import wait_until  # noqa: E402 (docs/ is on the path when run as a script)
