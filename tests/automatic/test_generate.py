@@ -179,7 +179,7 @@ def test_every_model_call_runs_under_the_lock_in_the_chosen_precision(unsam, rgb
         calls.append((name, pred.lock.depth, pred.precision, torch.is_autocast_enabled("cpu"),
                       torch.get_autocast_dtype("cpu")))
 
-    monkeypatch.setattr(pred, "set_image", lambda image: (record("set_image"), set_image(image))[1])
+    monkeypatch.setattr(pred, "set_image", lambda image, **kw: (record("set_image"), set_image(image, **kw))[1])
     monkeypatch.setattr(pred, "_decode", lambda *a: (record("decode"), decode(*a))[1])
     s = AutomaticSettings(points_per_side=3, points_per_batch=5, pred_iou_thresh=0.0, stability_score_thresh=0.0)
     # "fp32" holds even inside a caller's bf16 autocast (a notebook, a trainer)

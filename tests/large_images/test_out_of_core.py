@@ -70,6 +70,16 @@ def lazy(data) -> tuple["dask.array.Array", SliceGuard]:  # noqa: F821
     return da.from_array(guard, chunks=(1,) + guard.shape[1:], asarray=False), guard
 
 
+@pytest.fixture(autouse=True)
+def one_thread_dask():
+    """dask's synchronous scheduler: a computation that fails stops at once (with threads, tasks of a failed
+    whole-stack read can still be reading when the next computation starts, and be counted against it)."""
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        yield
+
+
 def test_the_guard_refuses_a_whole_read():
     stack, guard = lazy(np.zeros((N_SLICES, 8, 8), np.uint16))
     with OneReadPerCompute(guard), pytest.raises(AssertionError, match="materialised"):

@@ -143,4 +143,4 @@ def test_propagation_matches_local_and_reports_progress(session, local_model, on
     seen = []
     got = session.propagate(stack, prompt, granularity=0.6, model=UNSAM, progress=lambda d, t: seen.append((d, t)))
     assert got.dtype == want.dtype and np.array_equal(got, want) and set(np.unique(got)) <= {0, 5}
-    assert (got[1] == 5).any() and all(t == 6 for _, t in seen)
+    assert (got[1] == 5).any() and all(t == len(stack) + 1 for _, t in seen)  # the prompted slice twice
