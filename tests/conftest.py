@@ -112,3 +112,24 @@ def banks():
 
     scenes = [shapes_scene(size=64, n_objects=3, seed=100 + s) for s in range(22)]
     return SimpleNamespace(model=model, scenes=scenes, segmenter=segmenter, single_bank=single_bank)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty per-test model cache (``GRANSEG_CACHE_DIR``), downloads allowed: the loader as on a new machine."""
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("GRANSEG_OFFLINE", raising=False)
+    return tmp_path / "cache"
+
+
+@pytest.fixture(scope="session")
+def tiny_unsamv2_ckpt(tmp_path_factory):
+    """A seeded random-weight tiny UnSAMv2 saved in the upstream checkpoint layout."""
+    import torch
+
+    from napari_granseg.checkpoints import save_checkpoint
+    from napari_granseg.models.unsamv2 import build_unsamv2, unsamv2_state_dict
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_unsamv2.pt"
+    return save_checkpoint(unsamv2_state_dict(build_unsamv2("granseg_tiny.yaml")), path)

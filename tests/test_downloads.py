@@ -22,19 +22,8 @@ UUID = "7d1c5a2e-0b7f-4c35-9f0e-2f9a6c1d8e44"
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("GRANSEG_OFFLINE", raising=False)
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def unsamv2_bytes(tmp_path_factory):
-    from napari_granseg.models.unsamv2 import build_unsamv2, unsamv2_state_dict
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_unsamv2.pt"
-    return save_checkpoint(unsamv2_state_dict(build_unsamv2(TINY)), path).read_bytes()
+def unsamv2_bytes(tiny_unsamv2_ckpt):
+    return tiny_unsamv2_ckpt.read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -14,23 +14,13 @@ import torch
 from napari_granseg import zoo
 from napari_granseg.checkpoints import CheckpointError, save_checkpoint
 from napari_granseg.devices import resolve_device
-from napari_granseg.models.unsamv2 import build_unsamv2, unsamv2_state_dict
 
 TINY = "granseg_tiny.yaml"
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.delenv("GRANSEG_OFFLINE", raising=False)
-    return tmp_path / "cache"
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny_unsamv2.pt"
-    return save_checkpoint(unsamv2_state_dict(build_unsamv2(TINY)), path)
+def tiny_ckpt(tiny_unsamv2_ckpt):
+    return tiny_unsamv2_ckpt
 
 
 @pytest.fixture
