@@ -4,11 +4,10 @@ Run (needs a display; headless: Xvfb)::
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--model unsamv2-demo] [--out docs/images]
 
-It opens napari with synthetic nested cells, docks the interactive widget with the bundled demo model (or
---model), clicks a nucleolus, shows the preview at g=0.1 and g=0.5, commits, then does the same on a stack and
-propagates; then "Segment everything" at g=0.1 and 1.0 on the nested-cells sample, and the few-shot widget on
-the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo model. The everything and
-few-shot widgets are opened from the Plugins menu and run by clicking Run, as a person does (``--only
+The interactive shots come from docs/screenshots_interactive.py (the widget opened from the Plugins dock,
+real clicks and keys on the canvas); then "Segment everything" at g=0.1 and 1.0 on the nested-cells sample,
+and the few-shot widget on the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo
+model, both opened from the Plugins menu and run by clicking Run, as a person does (``--only
 everything,fewshot`` shoots only those). The models run on the CPU in the widgets' background workers; this
 script only waits for them.
 """
@@ -37,7 +36,6 @@ def wait_until(condition, timeout: float = 300.0) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unsamv2-demo")
-    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(Path(__file__).parent / "images"))
     parser.add_argument("--only", default="interactive,everything,fewshot",
                         help="comma list of the widgets to shoot (interactive, everything, fewshot)")
@@ -45,81 +43,20 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = {w.strip() for w in args.only.split(",")}
-    if "interactive" not in only:
-        import napari
+    if "interactive" in only:  # the person's path: Plugins dock, real clicks and keys (one script for it)
+        from screenshots_interactive import main as shoot_interactive
 
-        viewer = napari.Viewer(title="napari-granseg", show=True)
-        viewer.window._qt_window.resize(1500, 900)
-        if "everything" in only:
-            shoot_everything(viewer, None, out)
-        if "fewshot" in only:
-            shoot_fewshot(viewer, out)
-        viewer.close()
+        shoot_interactive(["--model", args.model, "--out", str(out)])
+    if not only & {"everything", "fewshot"}:
         return
-
     import napari
-    from napari._qt.dialogs.qt_notification import NapariQtNotification
 
-    import napari_granseg as gs
-    from napari_granseg.synthetic import nested_cells_scene, nested_cells_stack
-    from napari_granseg.widgets.interactive import InteractiveWidget
-
-    model = gs.load_model(args.model, device=args.device)
-    viewer = napari.Viewer(title="napari-granseg: interactive", show=True)
+    viewer = napari.Viewer(title="napari-granseg", show=True)
     viewer.window._qt_window.resize(1500, 900)
-
-    def shot(name: str) -> None:
-        wait_until(lambda: not widget.busy)
-        for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
-            toast.close()  # no notification toasts over the screenshots
-        wait_until(lambda: True)
-        viewer.screenshot(path=str(out / f"interactive_{name}.png"), canvas_only=False)
-        print("wrote", out / f"interactive_{name}.png", "|", widget.status.text())
-
-    # ---- 2D: click, slide, commit
-    scene = nested_cells_scene(size=128, n_cells=2, seed=10_001)
-    viewer.add_image(scene.image, name="nested cells", colormap="gray")
-    widget = InteractiveWidget(viewer, model=model)
-    viewer.window.add_dock_widget(widget, name="Interactive (UnSAMv2)", area="right")
-    viewer.reset_view()
-    shot("widget")
-
-    row, col = scene.centers[0]
-    widget.granularity = 0.1
-    widget.add_prompt((row, col))
-    wait_until(lambda: widget.preview_mask is not None and not widget.busy)
-    shot("preview_fine")
-    widget.granularity = 0.5  # the demo model is most reliable at the nucleus level
-    wait_until(lambda: not widget.busy)
-    shot("preview_coarse")
-    widget.commit()
-    shot("committed")
-
-    # ---- stack: commit on one slice, propagate
-    for layer in list(viewer.layers):
-        viewer.layers.remove(layer)
-    stack, scenes = nested_cells_stack(n_slices=8, size=128, seed=4, drift=1.5)
-    viewer.add_image(stack, name="cell stack", colormap="gray")
-    widget.image_combo.setCurrentText("cell stack")
-    widget.labels_combo.setCurrentIndex(0)  # a new labels layer for the stack
-    viewer.dims.set_current_step(0, 4)
-    viewer.reset_view()
-    r, c = scenes[4].centers[0]
-    widget.granularity = 0.5  # the demo model is most reliable at the nucleus level
-    widget.add_prompt((r, c))
-    wait_until(lambda: widget.preview_mask is not None and not widget.busy)
-    shot("stack_preview")
-    widget.commit()
-    filled: list[int] = []
-    widget.propagated.connect(filled.append)
-    widget.propagate()
-    wait_until(lambda: bool(filled) and not widget.busy)
-    print("propagated into", filled[0], "slices")
-    viewer.dims.set_current_step(0, 1)
-    shot("propagated")
-    viewer.window.remove_dock_widget(widget)
-    shoot_everything(viewer, model, out)
-    shoot_fewshot(viewer, out)
+    if "everything" in only:
+        shoot_everything(viewer, None, out)
+    if "fewshot" in only:
+        shoot_fewshot(viewer, out)
     viewer.close()
 
 
