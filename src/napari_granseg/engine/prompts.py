@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PromptError", "as_points", "as_box", "as_granularities"]
+__all__ = ["PromptError", "as_points", "as_box", "as_granularities", "sample_polyline"]
 
 
 class PromptError(ValueError):
@@ -118,3 +118,20 @@ def as_granularities(granularity, n: int | None = None, name: str = "granularity
     if n is not None and values.size == 1:
         values = np.repeat(values, n)
     return values.astype(np.float32)
+
+
+def sample_polyline(vertices: np.ndarray, n: int, closed: bool = False) -> np.ndarray:
+    """``n`` points evenly spaced along a polyline (a scribble: the widgets turn it into clicks this way).
+
+    Open lines keep both ends; ``closed`` walks the outline back to the first vertex (a polygon) without
+    repeating it. Coordinates are returned in the order given ((x, y) or (row, col)).
+    """
+    v = np.asarray(vertices, float).reshape(-1, 2)
+    pts = np.concatenate([v, v[:1]]) if closed else v
+    if len(pts) == 1:
+        return pts
+    cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
+    if cum[-1] == 0:
+        return pts[:1]
+    at = np.linspace(0.0, cum[-1], n, endpoint=not closed)
+    return np.stack([np.interp(at, cum, pts[:, 0]), np.interp(at, cum, pts[:, 1])], axis=1)

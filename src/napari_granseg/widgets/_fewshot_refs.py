@@ -9,23 +9,12 @@ from typing import Any
 
 import numpy as np
 
+from ..engine.prompts import sample_polyline
+
 __all__ = ["SCRIBBLE_POINTS", "prompts_by_slice"]
 
 #: points sampled along each scribble (path, line or polygon outline) used as a reference prompt
 SCRIBBLE_POINTS = 12
-
-def _sample_path(vertices: np.ndarray, n: int, closed: bool) -> np.ndarray:
-    """``n`` points evenly spaced along a polyline of (x, y) vertices (its outline when ``closed``)."""
-    pts = np.concatenate([vertices, vertices[:1]]) if closed else vertices
-    if len(pts) == 1:
-        return pts
-    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
-    at = np.concatenate([[0.0], np.cumsum(seg)])
-    if at[-1] == 0:
-        return pts[:1]
-    t = np.linspace(0.0, at[-1], n, endpoint=not closed)
-    return np.stack([np.interp(t, at, pts[:, 0]), np.interp(t, at, pts[:, 1])], axis=1)
-
 
 def prompts_by_slice(layer: Any) -> dict[int, dict]:
     """Reference prompts per slice from a Points or Shapes layer: {slice: {"points"|"scribble"|"box": ...}}.
@@ -60,7 +49,7 @@ def prompts_by_slice(layer: Any) -> dict[int, dict]:
                 entry["box"] = [xy[:, 0].min(), xy[:, 1].min(), xy[:, 0].max(), xy[:, 1].max()]
             else:
                 closed = kind in ("polygon", "ellipse")
-                entry.setdefault("scribble", []).extend(_sample_path(xy, SCRIBBLE_POINTS, closed).tolist())
+                entry.setdefault("scribble", []).extend(sample_polyline(xy, SCRIBBLE_POINTS, closed).tolist())
         if not out:
             raise ValueError(f"the shapes layer {layer.name!r} is empty: draw a rectangle or a path on a "
                              f"reference slice.")

@@ -57,16 +57,11 @@ class Prompts:
 
 def scribble_points(vertices_rc: np.ndarray, n_max: int = SCRIBBLE_POINTS) -> np.ndarray:
     """Up to ``n_max`` (row, col) points spread evenly along a polyline (a scribble), its ends included."""
+    from ..engine.prompts import sample_polyline
+
     v = np.asarray(vertices_rc, float).reshape(-1, 2)
-    if len(v) == 1:
-        return v
-    seg = np.linalg.norm(np.diff(v, axis=0), axis=1)
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    if cum[-1] == 0:
-        return v[:1]
-    n = int(min(n_max, max(2, np.ceil(cum[-1] / 4.0))))
-    at = np.linspace(0.0, cum[-1], n)
-    return np.stack([np.interp(at, cum, v[:, 0]), np.interp(at, cum, v[:, 1])], axis=1)
+    length = float(np.linalg.norm(np.diff(v, axis=0), axis=1).sum()) if len(v) > 1 else 0.0
+    return sample_polyline(v, int(min(n_max, max(2, np.ceil(length / 4.0)))))  # about one click per 4 px
 
 
 class PromptLayers:
