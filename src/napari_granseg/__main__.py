@@ -28,16 +28,23 @@ def main(argv=None):
     if args.headless:
         _headless(Path(args.out), args.model)
         return None
-    viewer = open_viewer()
+    viewer, widget = open_viewer()
     preload_engines()
     if not args.check:
         import napari
 
         napari.run()
         return None
+    import time
+
     from qtpy.QtWidgets import QApplication
 
+    end = time.monotonic() + 300  # the widget loads its model in a worker: let it finish, as a person waits
+    while (widget.busy or widget.model is None) and time.monotonic() < end:
+        QApplication.processEvents()
+        time.sleep(0.01)
     QApplication.processEvents()
+    print(f"model: {widget.model}")
     docks = sorted(viewer.window.dock_widgets)
     print(f"layers: {[layer.name for layer in viewer.layers]}")
     print(f"docks: {docks}")
@@ -48,13 +55,14 @@ def main(argv=None):
 
 
 def open_viewer():
-    """The README's first command: napari with the nested-cells sample and the interactive widget."""
+    """The README's first command: napari with the nested-cells sample and the interactive widget; returns
+    (viewer, widget)."""
     import napari
 
     viewer = napari.Viewer()
     viewer.open_sample("napari-granseg", "nested_cells")
-    viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")
-    return viewer
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")
+    return viewer, widget
 
 
 #: what :func:`preload_engines` imports: everything the three widgets' first run needs
