@@ -13,6 +13,11 @@ model. Needs a display: run under Xvfb, e.g.::
 
     xvfb-run -a -s "-screen 0 1600x1200x24" python benchmarks/gui_stall.py --size 1024
 
+Baseline (same run, fresh process, skipped with ``--no-baseline``): napari alone adding the layers the widgets
+add (the first Labels/Points/Shapes layer, an int32 Labels layer, a 6-slice one); a phase that adds a layer cannot
+stall less than napari's own addition of it. ``--trace`` samples the GUI thread's stack during the longest gap of
+each phase and prints where it was.
+
 Prints a table and writes JSON to benchmarks/results/gui_stall[_<tag>].json. ``--tag before`` with
 PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script. ``--preload`` imports
 torch, sam2 and the engines before the phases, as ``python -m napari_granseg`` does before its event loop.
@@ -53,6 +58,56 @@ class StallMeter:
     def reset(self) -> None:
         self.last = time.perf_counter()
         self.max_gap = 0.0
+
+
+class StallTracer:
+    """Samples the GUI thread's Python stack while it is stalled, so a long gap names the code behind it.
+
+    A daemon thread looks every 5 ms; while the meter has not ticked for ``threshold_s`` it records the GUI
+    thread's innermost frames from the plugin, napari, vispy, torch or Qt, counted per phase. (A C call that
+    holds the interpreter lock stalls this thread too; the sample after it still names the Python caller.)
+    """
+
+    def __init__(self, meter: "StallMeter", threshold_s: float = 0.05):
+        import sys
+        import threading
+
+        self.meter, self.threshold_s = meter, threshold_s
+        self.main_id = threading.main_thread().ident
+        self.samples: list[tuple[float, str]] = []  # (tick that began the gap, stack)
+        self._sys = sys
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.005)
+            began = self.meter.last
+            if time.perf_counter() - began < self.threshold_s:
+                continue
+            frame = self._sys._current_frames().get(self.main_id)
+            stack, ours = [], ""
+            while frame is not None:
+                code = frame.f_code
+                where = f"{Path(code.co_filename).name}:{frame.f_lineno} {code.co_name}"
+                if len(stack) < 3 and "gui_stall" not in code.co_filename:
+                    stack.append(where)
+                if not ours and "napari_granseg" in code.co_filename and len(stack) >= 3:
+                    ours = " ... " + where
+                frame = frame.f_back
+            self.samples.append((began, " < ".join(stack) + ours))
+
+    def take(self, top: int = 5) -> list[tuple[int, str]]:
+        """Where the GUI thread was during the longest stall since the last call (samples ~5 ms apart)."""
+        import collections
+
+        by_gap: dict[float, list[str]] = collections.defaultdict(list)
+        for began, stack in self.samples:
+            by_gap[began].append(stack)
+        self.samples = []
+        if not by_gap:
+            return []
+        longest = max(by_gap.values(), key=len)
+        return [(n, s) for s, n in collections.Counter(longest).most_common(top)]
 
 
 def pump_until(condition, timeout_s: float = TIMEOUT_S, settle_ms: int = 200) -> None:
@@ -112,7 +167,8 @@ def scene_image(size: int) -> tuple[np.ndarray, tuple[float, float]]:
     return scene.image, tuple(scene.centers[0])
 
 
-def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict:  # noqa: C901 - linear phases
+def run(size: int, slices: int, phases: set[str], preload: bool = False,
+        trace: bool = False) -> dict:  # noqa: C901 - linear phases
     import napari
 
     viewer = napari.Viewer(show=True)
@@ -121,12 +177,15 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
 
         preload_engines()
     meter = StallMeter()
+    tracer = StallTracer(meter) if trace else None
     rows: dict[str, dict] = {}
 
     def phase(name: str, action, done, note: str = "") -> bool:
         if name not in phases:
             return True
         meter.reset()
+        if tracer:
+            tracer.take()
         t0 = time.perf_counter()
         action()
         finished = True
@@ -139,6 +198,10 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
                       "duration_s": round(time.perf_counter() - t0, 2), "note": note, "finished": finished}
         print(f"{name:18s} max gap {rows[name]['max_gap_ms']:8.1f} ms  ({rows[name]['duration_s']} s) {note}",
               flush=True)
+        if tracer:
+            rows[name]["stalled_in"] = tracer.take()
+            for n, stack in rows[name]["stalled_in"]:
+                print(f"    {n:4d} x  {stack}", flush=True)
         return finished
 
     image, (r, c) = scene_image(size)
@@ -147,6 +210,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
     # ------------------------------------------------------------------ interactive
     if phases & {"open_interactive", "load_model", "first_click", "slider", "propagate"}:
         viewer.add_image(image, name="cells")
+        pump_until(lambda: True, settle_ms=1500)  # napari's own first draw of the image is not the widget's
         box = {}
         phase("open_interactive",
               lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]),
@@ -154,7 +218,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
         w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]
         phase("load_model", lambda: None, lambda: getattr(w, "predictor", None) is not None and not _busy(w))
         prompts = getattr(w, "prompts_layer", None)
-        real = prompts is not None and viewer.layers.selection.active is prompts and prompts.mode == "add"
+        real = prompts is not None and w.prompts.is_active()  # the widget may hold napari's proxy of the layer
         note = "real canvas click" if real else "w.add_prompt (no prompts layer selected in add mode)"
 
         def first_click():
@@ -194,6 +258,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
     # ------------------------------------------------------------------ everything
     if phases & {"open_everything", "everything"}:
         viewer.add_image(image, name="cells")
+        pump_until(lambda: True, settle_ms=1500)  # napari's own first draw of the image is not the widget's
         box = {}
         phase("open_everything",
               lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
@@ -221,6 +286,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
         refs[0] = scenes[0][1]
         viewer.add_image(images, name="series")
         viewer.add_labels(refs, name="refs")
+        pump_until(lambda: True, settle_ms=1500)
         box = {}
         phase("open_fewshot",
               lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
@@ -233,6 +299,62 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False) -> dict
               "first run (model load included)")
     viewer.close()
     return rows
+
+
+def napari_baseline(size: int, slices: int, trace: bool = False) -> dict:
+    """napari alone, no plugin: the layer additions the widgets make, timed the same way (the same-run floor).
+
+    Run in a fresh process (``--baseline``), so napari pays its first-layer costs (lazy imports, shader
+    compilation: with Mesa's software OpenGL each new visual's first draw compiles its shaders on the CPU)
+    exactly as it does when the plugin adds the same layers. A plugin phase that adds a layer cannot stall less
+    than the matching row here.
+    """
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    meter = StallMeter()
+    tracer = StallTracer(meter) if trace else None
+    image, _ = scene_image(size)
+    viewer.add_image(image, name="cells")
+    pump_until(lambda: True, settle_ms=1500)
+    fs = min(size, 512)
+    steps = [
+        ("napari: add Labels (first, image size)",
+         lambda: viewer.add_labels(np.zeros((size, size), np.uint8), name="preview", opacity=0.55)),
+        ("napari: add Points (first, empty)",
+         lambda: viewer.add_points(np.empty((0, 2)), name="points", features={"positive": np.zeros(0, bool)})),
+        ("napari: add Shapes (first, empty)", lambda: viewer.add_shapes(None, ndim=2, name="shapes")),
+        ("napari: add Labels (int32, image size)",
+         lambda: viewer.add_labels(np.arange(size * size, dtype=np.int32).reshape(size, size) // 4096,
+                                   name="level")),
+        (f"napari: add Labels ({slices} x {fs} px)",
+         lambda: viewer.add_labels(np.zeros((slices, fs, fs), np.int32), name="series")),
+    ]
+    rows = {}
+    for name, action in steps:
+        pump_until(lambda: True, settle_ms=500)
+        meter.reset()
+        if tracer:
+            tracer.take()
+        t0 = time.perf_counter()
+        action()
+        pump_until(lambda: True, settle_ms=500)
+        rows[name] = {"max_gap_ms": round(meter.max_gap * 1000, 1), "duration_s": round(time.perf_counter() - t0, 2),
+                      "note": "baseline, fresh process", "finished": True}
+        if tracer:
+            rows[name]["stalled_in"] = tracer.take()
+    viewer.close()
+    return rows
+
+
+def _baseline_subprocess(args) -> dict:
+    """:func:`napari_baseline` in a fresh interpreter (first-layer costs included), its rows as JSON."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, __file__, "--baseline-json", "--size", str(args.size), "--slices", str(args.slices)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _stack_center(img: np.ndarray) -> tuple[float, float]:
@@ -251,19 +373,29 @@ def main(argv=None) -> None:
     ap.add_argument("--tag", default="", help="suffix of the JSON file (e.g. before / after)")
     ap.add_argument("--preload", action="store_true",
                     help="import torch, sam2 and the engines before the phases, as `python -m napari_granseg` does")
+    ap.add_argument("--trace", action="store_true",
+                    help="sample the GUI thread's stack during stalls over 50 ms and print where it was")
+    ap.add_argument("--no-baseline", action="store_true", help="skip napari's own layer additions (fresh process)")
+    ap.add_argument("--baseline-json", action="store_true", help=argparse.SUPPRESS)  # the baseline's subprocess
     args = ap.parse_args(argv)
+    if args.baseline_json:
+        print(json.dumps(napari_baseline(args.size, args.slices)))
+        return
     phases = {p.strip() for p in args.phases.split(",") if p.strip()}
-    rows = run(args.size, args.slices, phases, args.preload)
+    baseline = {} if args.no_baseline else _baseline_subprocess(args)
+    rows = run(args.size, args.slices, phases, args.preload, args.trace)
     import napari_granseg
 
     print("\n| phase | longest GUI stall (ms) | phase duration (s) | note |\n|---|---|---|---|")
+    for name, row in baseline.items():
+        print(f"| {name} | {row['max_gap_ms']} | {row['duration_s']} | {row['note']} |")
     for name in all_phases:
         if name in rows:
             row = rows[name]
             print(f"| {name} | {row['max_gap_ms']} | {row['duration_s']} | {row['note']} |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gui_stall{'_' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps({"phases": rows, "size": args.size, "slices": args.slices, "preload": args.preload,
+    out.write_text(json.dumps({"phases": rows, "napari_baseline": baseline, "size": args.size, "slices": args.slices, "preload": args.preload,
                                "plugin": str(Path(napari_granseg.__file__).parent),
                                "machine": platform.platform(), "python": platform.python_version()}, indent=2))
     print(f"wrote {out}")

@@ -62,6 +62,10 @@ def open_viewer():
     viewer = napari.Viewer()
     viewer.open_sample("napari-granseg", "nested_cells")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()  # the dock narrows the canvas: fit the sample to what is left of it
+    viewer.reset_view()
     return viewer, widget
 
 

@@ -73,8 +73,12 @@ def open_widget(viewer, model):
 
 
 def wait_ready(widget, qtbot) -> None:
-    """Until the widget has its image, its prompts layer is active in add mode and nothing runs."""
+    """Until the widget has its image, its prompts layer is active in add mode and nothing runs; then the whole
+    image is in view (the widget adds its layers after the dock opens, and their controls can narrow the
+    canvas: a person looks at the image before clicking, the test resets the view as they would zoom out)."""
     qtbot.waitUntil(lambda: widget.prompts.is_active() and not widget.busy, timeout=TIMEOUT_MS)
+    widget.viewer.reset_view()
+    QApplication.processEvents()
 
 
 def wait_preview(widget, qtbot) -> np.ndarray:

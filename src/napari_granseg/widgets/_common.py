@@ -18,8 +18,10 @@ import warnings
 from importlib import import_module
 from typing import Any, Callable, Iterable
 
+from ._quiet_import import collector_paused, preload_torch_libraries
+
 __all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "notify", "notify_error", "guard", "show_model_badge",
-           "set_tooltips", "unique_layer_name", "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash", "ALLOW_TRITON_ENV"]
+           "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name", "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash", "ALLOW_TRITON_ENV"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
@@ -37,6 +39,25 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
 # user-facing errors of modules that import torch: recognised only once their module is loaded (an error of
 # such a type can only have been raised after its module was imported, so nothing heavy is imported here)
 PRECISIONS = ("auto", "fp32", "bf16")
+# Between two layer additions: napari's add_* of one layer freezes the viewer ~80-300 ms (first layer of a kind:
+# lazy imports, shader compilation) and schedules a redraw; a 0 ms timer fired before that redraw, so two adds and
+# their draws ran as one freeze. 50 ms lets napari draw and handle input in between.
+LAYER_SPACING_MS = 50
+
+def steady_combo(min_chars: int = 4):
+    """A QComboBox whose width does not follow its items.
+
+    Why: the model list and the layer lists fill in after the dock is shown (workers, new layers); a combo that
+    grows widens the dock and shifts napari's canvas under the person's mouse in the middle of a click or drag.
+    """
+    from qtpy.QtWidgets import QComboBox
+
+    combo = QComboBox()
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(min_chars)
+    return combo
+
+
 PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
                  "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
 
@@ -168,8 +189,9 @@ def import_engines(*modules: str) -> None:
         if all(name in sys.modules for name in _ENGINE_MODULES + modules):
             return
         avoid_triton_llvm_crash()
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, collector_paused():
             warnings.simplefilter("always")
+            preload_torch_libraries()  # so that the import does not hold the GUI thread (see _quiet_import)
             for name in _ENGINE_MODULES + modules:
                 import_module(name)
     for w in caught:

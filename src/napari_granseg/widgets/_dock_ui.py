@@ -10,6 +10,8 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
                             QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
 
+from ._common import steady_combo
+
 __all__ = ["SHORTCUTS", "shortcuts_text", "build_ui"]
 
 G_STEP = 0.05
@@ -60,14 +62,14 @@ def build_ui(w) -> None:
     outer.addWidget(w.demo_banner)
 
     form = QFormLayout()
-    w.image_combo = QComboBox()
+    w.image_combo = steady_combo()
     w.image_combo.setToolTip("the image to segment; its prompts layers follow it")
-    w.labels_combo = QComboBox()
+    w.labels_combo = steady_combo()
     w.labels_combo.setToolTip("where commits are written (a new 'granseg labels' layer by default)")
     form.addRow("Image", w.image_combo)
     form.addRow("Labels", w.labels_combo)
 
-    w.model_combo = QComboBox()
+    w.model_combo = steady_combo(min_chars=12)  # "unsamv2-plus" and "unsamv2-demo" fit
     w.model_combo.setEditable(True)
     w.model_combo.lineEdit().setPlaceholderText("default model")
     w.model_combo.setToolTip("a zoo name, or the path of an UnSAMv2 checkpoint file (the list is filled in the "

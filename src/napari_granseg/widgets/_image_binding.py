@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from qtpy.QtCore import QTimer
 
+from ._common import LAYER_SPACING_MS
 from ._image_source import ChannelChoice, channel_choices
 from ._predictor import model_size
 from ._prompt_layers import POINTS_NAME, SHAPES_NAME, spatial_shape, unwrap
@@ -71,11 +72,23 @@ class ImageBinding:
         if self.image_combo.currentText() != (self.prompts.image_name or ""):
             QTimer.singleShot(0, self._image_changed)
 
-    def _image_changed(self) -> None:
-        """Give the prompt layers (and the preview layer) to the image in the Image box and activate clicks."""
+    def _image_changed(self, gradual: bool = True) -> None:
+        """Give the prompt layers (and the preview layer) to the image in the Image box and activate clicks.
+
+        gradual: add at most one missing layer, let napari draw it, and come back (``LAYER_SPACING_MS``: napari's
+        ``add_*`` of one layer already freezes the viewer 130-300 ms on a laptop CPU; three at once added up). A direct call
+        (``add_prompt`` from the console) passes False and gets all layers at once.
+        """
+        if gradual and (self._layer_step_pending or not self._warmed_up):
+            return  # the scheduled step (or the end of the warm-up) finishes the job
         layer = self.image_layer
         if layer is None or int(layer.ndim) < 2:
             self._refresh()
+            self._layers_ready()
+            return
+        if gradual and self._add_a_missing_layer(layer):
+            self._layer_step_pending = True
+            QTimer.singleShot(LAYER_SPACING_MS, self._next_layer_step)
             return
         if self.prompts.image_name != layer.name:
             self.preview.invalidate()
@@ -83,6 +96,24 @@ class ImageBinding:
         self._ensure_preview_layer(layer)
         self.prompts.attach(layer)
         self._refresh()
+        self._layers_ready()
+
+    def _next_layer_step(self) -> None:
+        self._layer_step_pending = False
+        self._image_changed()
+
+    def _add_a_missing_layer(self, image_layer) -> bool:
+        """Add one of the preview / prompt layers the image lacks; False when none is missing."""
+        if self.preview_layer is None:
+            self._ensure_preview_layer(image_layer)
+            return True
+        return self.prompts.add_a_missing_layer(image_layer)
+
+    def _layers_ready(self) -> None:
+        """Run what waited for the image's layers (the first model load, the zoo list)."""
+        waiting, self._when_layers_ready = self._when_layers_ready, []
+        for fn in waiting:
+            fn()
 
     def _ensure_preview_layer(self, image_layer):
         hw = spatial_shape(image_layer)[-2:]

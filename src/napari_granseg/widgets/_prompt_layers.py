@@ -132,6 +132,17 @@ class PromptLayers:
         if activate:
             self.activate(self.mode, deferred=True)
 
+    def add_a_missing_layer(self, image_layer) -> bool:
+        """Create the points or the shapes layer if it does not exist (one per call); False if both exist."""
+        nd = int(image_layer.ndim)
+        if self.points is None:
+            self._add_points(image_layer, nd)
+            return True
+        if self.shapes is None:
+            self._add_shapes(image_layer, nd)
+            return True
+        return False
+
     def _add_points(self, image_layer, nd: int):
         import pandas as pd
 

@@ -33,8 +33,9 @@ from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout,
 
 from qtpy.QtCore import QTimer
 
-from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, notify, set_tooltips, show_model_badge,
-                      start_describe_models, unique_layer_name)
+from ._napari_warmup import start_warmup
+from ._common import (LAYER_SPACING_MS, PRECISIONS, PRECISION_TIP, guard, import_engines, notify, set_tooltips,
+                      show_model_badge, start_describe_models, steady_combo, unique_layer_name)
 from ._compute import ComputeSetting
 from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, remote_job, segment_level, settings_for
 from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
@@ -85,8 +86,8 @@ class EverythingWidget(QWidget):
 
         self.model_badge = QLabel("")
         self.model_badge.setWordWrap(True)
-        self.image_combo = QComboBox()
-        self.model_combo = QComboBox()
+        self.image_combo = steady_combo()
+        self.model_combo = steady_combo(min_chars=12)
         self.precision = QComboBox()
         self.precision.addItems(list(PRECISIONS))
         self.channels = QLineEdit()
@@ -173,8 +174,8 @@ class EverythingWidget(QWidget):
         self._fill_models()
         self._refresh_images()
         self._preset_changed(self.preset.currentText())
-        if self.model is None:
-            start_describe_models("unsamv2", self._models_described)
+        # napari's first-layer imports in a worker (the results are Labels layers), then the zoo (imports torch)
+        start_warmup(lambda: self.model is None and start_describe_models("unsamv2", self._models_described))
 
     # ---------------------------------------------------------------- choices
     def _fill_models(self, names: list[str] | None = None) -> None:
@@ -348,7 +349,7 @@ class EverythingWidget(QWidget):
         return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
 
     def _add_results(self, specs: dict) -> None:
-        """Add the finished layers one per event-loop turn (each ``add_labels`` costs a redraw)."""
+        """Add the finished layers one at a time, napari drawing in between (see ``LAYER_SPACING_MS``)."""
         self.hierarchy = specs["hierarchy"]
         self.layers = {}
         self._pending_layers = list(specs["layers"])
@@ -370,7 +371,7 @@ class EverythingWidget(QWidget):
                 raise
             self._pending_layers.clear()
         if self._pending_layers:
-            QTimer.singleShot(0, self._add_next_layer)
+            QTimer.singleShot(LAYER_SPACING_MS, self._add_next_layer)
         self._update_buttons()
     # ---------------------------------------------------------------- export
     def export(self, folder) -> list:

@@ -24,8 +24,9 @@ import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
-from ._common import (PRECISION_TIP, PRECISIONS, guard, import_engines, set_tooltips, show_model_badge,
-                      start_describe_models, unique_layer_name)
+from ._napari_warmup import start_warmup
+from ._common import (PRECISIONS, PRECISION_TIP, guard, import_engines, set_tooltips, show_model_badge,
+                      start_describe_models, steady_combo, unique_layer_name)
 from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
 from ._compute import ComputeSetting, make_fewshot
 from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
@@ -73,9 +74,9 @@ class FewShotWidget(QWidget):
 
         self.model_badge = QLabel("")
         self.model_badge.setWordWrap(True)
-        self.image_combo = QComboBox()
-        self.labels_combo = QComboBox()
-        self.points_combo = QComboBox()
+        self.image_combo = steady_combo()
+        self.labels_combo = steady_combo()
+        self.points_combo = steady_combo()
         self.slices_edit = QLineEdit()
         self.slices_edit.setPlaceholderText("all slices with labels (or e.g. 0, 5, 9-10)")
         self.model_edit = QLineEdit()
@@ -141,7 +142,8 @@ class FewShotWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_layers)
         self._refresh_layers()
         self._show_model_choice()
-        start_describe_models("sansa", self._models_described)
+        # napari's first-layer imports in a worker (the result is a Labels layer), then the zoo (imports torch)
+        start_warmup(lambda: start_describe_models("sansa", self._models_described))
 
     # ------------------------------------------------------------------------------------------- layers
     def _refresh_layers(self, event: Any = None) -> None:

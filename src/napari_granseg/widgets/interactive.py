@@ -31,6 +31,7 @@ from qtpy.QtWidgets import QWidget
 
 from ._compute import compute_error_text, is_compute_error
 from ._common import WidgetError, notify, notify_error, start_describe_models
+from ._napari_warmup import start_warmup
 from ._dock_ui import G_STEP, SHORTCUTS, build_ui, shortcuts_text
 from ._model_binding import ModelBinding
 from ._image_binding import LABELS_NAME, NEW_LABELS_ITEM, PREVIEW_NAME, ImageBinding
@@ -91,6 +92,9 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         self._blank: np.ndarray | None = None
         self._model_serial = 0
         self._building = False  # a predictor is being built in a worker (see set_model)
+        self._when_layers_ready: list[Callable[[], Any]] = []  # run once the image's layers exist (or no image)
+        self._layer_step_pending = False  # see ImageBinding._image_changed
+        self._warmed_up = False  # napari's first-layer imports done in a worker (see _napari_warmup)
         self.setWindowTitle("Interactive (UnSAMv2)")
         build_ui(self)
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
@@ -112,13 +116,21 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
                                     self.negative_check.isChecked, lambda fn: QTimer.singleShot(0, fn))
         self._connect()
         self._refresh_layer_choices()
-        start_describe_models("unsamv2", self._models_listed)  # the zoo imports torch: not on the GUI thread
-        QTimer.singleShot(0, self._image_changed)  # also when the image was there before the widget
         if model is not None:
             self.set_model(model)
-        elif load_default:
-            QTimer.singleShot(0, lambda: self._model is None and not self._task.running and self._load_clicked())
+        elif load_default:  # after the layers: the model's import then does not compete with their creation
+            self._when_layers_ready.append(
+                lambda: self._model is None and not self._task.running and self._load_clicked())
+        self._when_layers_ready.append(  # the zoo imports torch: not on the GUI thread
+            lambda: start_describe_models("unsamv2", self._models_listed))
+        # napari's first-layer imports in a worker, then the layers (also when the image was there before the
+        # widget), then the model
+        start_warmup(self._warmup_done)
         self._refresh()
+
+    def _warmup_done(self) -> None:
+        self._warmed_up = True
+        self._image_changed()
 
     def _connect(self) -> None:
         layers = self.viewer.layers
@@ -196,7 +208,7 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         """Add a click at ``(row, col)`` of the current slice (console/tests); the preview follows."""
         layer = self._require_image()
         if self.prompts.image_name != layer.name or self.prompts.points is None:
-            self._image_changed()
+            self._image_changed(gradual=False)
         self.prompts.add_point(list(self.current_index(layer)) + [float(point_rc[0]), float(point_rc[1])], positive)
 
     def run_prompts(self) -> None:
