@@ -19,8 +19,7 @@ stall less than napari's own addition of it. ``--trace`` samples the GUI thread'
 each phase and prints where it was.
 
 Prints a table and writes JSON to benchmarks/results/gui_stall[_<tag>].json. ``--tag before`` with
-PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script. ``--preload`` imports
-torch, sam2 and the engines before the phases, as ``python -m napari_granseg`` does before its event loop.
+PYTHONPATH pointing at another checkout's ``src`` measures that code with the same script.
 """
 from __future__ import annotations
 
@@ -172,10 +171,11 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
     import napari
 
     viewer = napari.Viewer(show=True)
-    if preload:  # as `python -m napari_granseg` does before its event loop starts
-        from napari_granseg.__main__ import preload_engines
+    if preload:  # torch, sam2 and the engines imported before the phases (isolates the import's share)
+        from napari_granseg.widgets._common import import_engines
 
-        preload_engines()
+        import_engines("napari_granseg.api", "napari_granseg.engine.interactive", "napari_granseg.engine.automatic",
+                       "napari_granseg.engine.fewshot", "napari_granseg.engine.propagate")
     meter = StallMeter()
     tracer = StallTracer(meter) if trace else None
     rows: dict[str, dict] = {}
@@ -372,7 +372,7 @@ def main(argv=None) -> None:
     ap.add_argument("--phases", default=",".join(all_phases), help="comma list of phases")
     ap.add_argument("--tag", default="", help="suffix of the JSON file (e.g. before / after)")
     ap.add_argument("--preload", action="store_true",
-                    help="import torch, sam2 and the engines before the phases, as `python -m napari_granseg` does")
+                    help="import torch, sam2 and the engines before the phases (isolates the import's share)")
     ap.add_argument("--trace", action="store_true",
                     help="sample the GUI thread's stack during stalls over 50 ms and print where it was")
     ap.add_argument("--no-baseline", action="store_true", help="skip napari's own layer additions (fresh process)")
@@ -395,7 +395,8 @@ def main(argv=None) -> None:
             print(f"| {name} | {row['max_gap_ms']} | {row['duration_s']} | {row['note']} |")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"gui_stall{'_' + args.tag if args.tag else ''}.json"
-    out.write_text(json.dumps({"phases": rows, "napari_baseline": baseline, "size": args.size, "slices": args.slices, "preload": args.preload,
+    out.write_text(json.dumps({"phases": rows, "napari_baseline": baseline, "size": args.size, "slices": args.slices,
+                               "preload": args.preload,
                                "plugin": str(Path(napari_granseg.__file__).parent),
                                "machine": platform.platform(), "python": platform.python_version()}, indent=2))
     print(f"wrote {out}")

@@ -5,10 +5,9 @@ checkpoint is cached) and writes label TIFFs, so the first command shows real se
 ``--check`` builds the same window as the plain command but does not enter the event loop: it prints the layers
 and dock widgets and returns (used by the test of this command; ``--screenshot PATH`` also saves the window).
 
-Why torch, sam2 and the engines are imported here, before the event loop starts (:func:`preload_engines`):
-importing torch loads large shared libraries while holding Python's GIL, which freezes the GUI for seconds even
-when it happens in a worker thread. ``import napari_granseg`` stays light (napari's plugin discovery); the
-command a person types pays that cost once, with "loading models..." printed, so the first click is instant.
+The window is interactive from its first frame: the widget loads its model in a worker thread, and torch's
+import there does not hold the GUI thread (``widgets/_quiet_import.py``). An earlier version imported torch on
+the GUI thread before the event loop, which froze the freshly shown window for ~2 s.
 """
 from __future__ import annotations
 
@@ -29,7 +28,6 @@ def main(argv=None):
         _headless(Path(args.out), args.model)
         return None
     viewer, widget = open_viewer()
-    preload_engines()
     if not args.check:
         import napari
 
@@ -67,31 +65,6 @@ def open_viewer():
     QApplication.processEvents()  # the dock narrows the canvas: fit the sample to what is left of it
     viewer.reset_view()
     return viewer, widget
-
-
-#: what :func:`preload_engines` imports: everything the three widgets' first run needs
-ENGINE_MODULES = ("napari_granseg.api", "napari_granseg.engine.interactive", "napari_granseg.engine.automatic",
-                  "napari_granseg.engine.hierarchy", "napari_granseg.engine.tiling", "napari_granseg.engine.fewshot",
-                  "napari_granseg.engine.propagate")
-
-
-def preload_engines() -> None:
-    """Import torch, sam2 and the engines now (before ``napari.run()``), printing "loading models...".
-
-    Called after the window exists: its OpenGL context is created first, so the widgets' guard against loading
-    triton next to Mesa's software OpenGL (``widgets._common.avoid_triton_llvm_crash``) sees it and acts.
-    """
-    import time
-
-    from qtpy.QtWidgets import QApplication
-
-    from .widgets._common import import_engines
-
-    QApplication.processEvents()  # show the window (and create its OpenGL context) before the long import
-    print("loading models...", flush=True)
-    t0 = time.perf_counter()
-    import_engines(*ENGINE_MODULES)
-    print(f"models ready ({time.perf_counter() - t0:.1f} s)", flush=True)
 
 
 def _headless(out: Path, model_name: str | None) -> None:

@@ -21,13 +21,13 @@ def test_readme_command_opens_the_sample_and_the_interactive_widget(qtbot, capsy
         assert any(name.startswith("Interactive (UnSAMv2)") for name in docks), docks
         out = capsys.readouterr().out
         assert "nested cells" in out and "Interactive (UnSAMv2)" in out
-        # torch, sam2 and the engines are imported before the event loop, announced on the terminal
-        assert "loading models..." in out and "models ready" in out
-        import sys
-
-        from napari_granseg.__main__ import ENGINE_MODULES
-
-        assert all(name in sys.modules for name in ("torch", "sam2", *ENGINE_MODULES))
+        # the widget loaded the default model (the bundled demo offline) in its worker; the command waited for it
+        assert "model: LoadedModel(unsamv2:" in out
+        widget = next(w for name, w in viewer.window.dock_widgets.items() if name.startswith("Interactive"))
+        assert widget.predictor is not None and not widget.busy
+        # the prompts layer is selected in add mode: the person's first click is a prompt, not a pan
+        assert viewer.layers.selection.active.name == "granseg prompts"
+        assert viewer.layers.selection.active.mode == "add"
         from imageio.v3 import imread
 
         img = imread(shot)

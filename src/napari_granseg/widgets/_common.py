@@ -21,7 +21,9 @@ from typing import Any, Callable, Iterable
 from ._quiet_import import collector_paused, preload_torch_libraries
 
 __all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "notify", "notify_error", "guard", "show_model_badge",
-           "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name", "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash", "ALLOW_TRITON_ENV"]
+           "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name", "PRECISIONS", "PRECISION_TIP",
+           "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash",
+           "ALLOW_TRITON_ENV"]
 
 log = logging.getLogger("napari_granseg.widgets")
 

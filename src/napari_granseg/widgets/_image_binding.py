@@ -76,8 +76,8 @@ class ImageBinding:
         """Give the prompt layers (and the preview layer) to the image in the Image box and activate clicks.
 
         gradual: add at most one missing layer, let napari draw it, and come back (``LAYER_SPACING_MS``: napari's
-        ``add_*`` of one layer already freezes the viewer 130-300 ms on a laptop CPU; three at once added up). A direct call
-        (``add_prompt`` from the console) passes False and gets all layers at once.
+        ``add_*`` of one layer already freezes the viewer 130-300 ms on a laptop CPU; three at once added up).
+        A direct call (``add_prompt`` from the console) passes False and gets all layers at once.
         """
         if gradual and (self._layer_step_pending or not self._warmed_up):
             return  # the scheduled step (or the end of the warm-up) finishes the job
