@@ -166,6 +166,27 @@ def scene_image(size: int) -> tuple[np.ndarray, tuple[float, float]]:
     return scene.image, tuple(scene.centers[0])
 
 
+def measure_phase(meter: StallMeter, tracer: "StallTracer | None", action, done, note: str = "",
+                  settle_ms: int = 200) -> dict:
+    """Run ``action()``, pump the event loop until ``done()`` (+ ``settle_ms``): the phase's longest GUI gap."""
+    meter.reset()
+    if tracer:
+        tracer.take()
+    t0 = time.perf_counter()
+    action()
+    finished = True
+    try:
+        pump_until(done, timeout_s=PHASE_TIMEOUT_S, settle_ms=settle_ms)
+    except TimeoutError:
+        finished = False
+        note = f"DID NOT FINISH in {PHASE_TIMEOUT_S} s; {note}"
+    row = {"max_gap_ms": round(meter.max_gap * 1000, 1), "duration_s": round(time.perf_counter() - t0, 2),
+           "note": note, "finished": finished}
+    if tracer:
+        row["stalled_in"] = tracer.take()
+    return row
+
+
 def run(size: int, slices: int, phases: set[str], preload: bool = False,
         trace: bool = False) -> dict:  # noqa: C901 - linear phases
     import napari
@@ -183,26 +204,19 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
     def phase(name: str, action, done, note: str = "") -> bool:
         if name not in phases:
             return True
-        meter.reset()
-        if tracer:
-            tracer.take()
-        t0 = time.perf_counter()
-        action()
-        finished = True
-        try:
-            pump_until(done, timeout_s=PHASE_TIMEOUT_S)
-        except TimeoutError:
-            finished = False
-            note = f"DID NOT FINISH in {PHASE_TIMEOUT_S} s; {note}"
-        rows[name] = {"max_gap_ms": round(meter.max_gap * 1000, 1),
-                      "duration_s": round(time.perf_counter() - t0, 2), "note": note, "finished": finished}
-        print(f"{name:18s} max gap {rows[name]['max_gap_ms']:8.1f} ms  ({rows[name]['duration_s']} s) {note}",
-              flush=True)
-        if tracer:
-            rows[name]["stalled_in"] = tracer.take()
-            for n, stack in rows[name]["stalled_in"]:
-                print(f"    {n:4d} x  {stack}", flush=True)
-        return finished
+        rows[name] = measure_phase(meter, tracer, action, done, note)
+        row = rows[name]
+        print(f"{name:18s} max gap {row['max_gap_ms']:8.1f} ms  ({row['duration_s']} s) {row['note']}", flush=True)
+        for n, stack in row.get("stalled_in", []):
+            print(f"    {n:4d} x  {stack}", flush=True)
+        return row["finished"]
+
+    def open_phase(name: str, widget_name: str):
+        """The phase of opening a widget through napari's plugin machinery; returns the widget."""
+        box = {}
+        phase(name, lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg", widget_name)[1]),
+              lambda: True)
+        return box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", widget_name)[1]
 
     image, (r, c) = scene_image(size)
     pump_until(lambda: True)
@@ -211,11 +225,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
     if phases & {"open_interactive", "load_model", "first_click", "slider", "propagate"}:
         viewer.add_image(image, name="cells")
         pump_until(lambda: True, settle_ms=1500)  # napari's own first draw of the image is not the widget's
-        box = {}
-        phase("open_interactive",
-              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]),
-              lambda: True)
-        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Interactive (UnSAMv2)")[1]
+        w = open_phase("open_interactive", "Interactive (UnSAMv2)")
         phase("load_model", lambda: None, lambda: getattr(w, "predictor", None) is not None and not _busy(w))
         prompts = getattr(w, "prompts_layer", None)
         real = prompts is not None and w.prompts.is_active()  # the widget may hold napari's proxy of the layer
@@ -259,12 +269,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
     if phases & {"open_everything", "everything"}:
         viewer.add_image(image, name="cells")
         pump_until(lambda: True, settle_ms=1500)  # napari's own first draw of the image is not the widget's
-        box = {}
-        phase("open_everything",
-              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
-                                                                        "Segment everything (UnSAMv2)")[1]),
-              lambda: True)
-        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Segment everything (UnSAMv2)")[1]
+        w = open_phase("open_everything", "Segment everything (UnSAMv2)")
         pump_until(lambda: "finding" not in getattr(getattr(w, "model_badge", None), "text", lambda: "")())
         w.granularity.setText("0.1, 0.5, 1.0")
         w.points.setValue(8)
@@ -287,12 +292,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
         viewer.add_image(images, name="series")
         viewer.add_labels(refs, name="refs")
         pump_until(lambda: True, settle_ms=1500)
-        box = {}
-        phase("open_fewshot",
-              lambda: box.update(w=viewer.window.add_plugin_dock_widget("napari-granseg",
-                                                                        "Few-shot series (SANSA)")[1]),
-              lambda: True)
-        w = box.get("w") or viewer.window.add_plugin_dock_widget("napari-granseg", "Few-shot series (SANSA)")[1]
+        w = open_phase("open_fewshot", "Few-shot series (SANSA)")
         w.size_combo.setCurrentText("model size")
         phase("fewshot", lambda: click(w.run_button),
               lambda: not _busy(w) and "refs few-shot" in viewer.layers, f"{slices} slices of {fs_size} px, "
@@ -304,7 +304,7 @@ def run(size: int, slices: int, phases: set[str], preload: bool = False,
 def napari_baseline(size: int, slices: int, trace: bool = False) -> dict:
     """napari alone, no plugin: the layer additions the widgets make, timed the same way (the same-run floor).
 
-    Run in a fresh process (``--baseline``), so napari pays its first-layer costs (lazy imports, shader
+    Run in a fresh process (``main`` starts one), so napari pays its first-layer costs (lazy imports, shader
     compilation: with Mesa's software OpenGL each new visual's first draw compiles its shaders on the CPU)
     exactly as it does when the plugin adds the same layers. A plugin phase that adds a layer cannot stall less
     than the matching row here.
@@ -333,16 +333,7 @@ def napari_baseline(size: int, slices: int, trace: bool = False) -> dict:
     rows = {}
     for name, action in steps:
         pump_until(lambda: True, settle_ms=500)
-        meter.reset()
-        if tracer:
-            tracer.take()
-        t0 = time.perf_counter()
-        action()
-        pump_until(lambda: True, settle_ms=500)
-        rows[name] = {"max_gap_ms": round(meter.max_gap * 1000, 1), "duration_s": round(time.perf_counter() - t0, 2),
-                      "note": "baseline, fresh process", "finished": True}
-        if tracer:
-            rows[name]["stalled_in"] = tracer.take()
+        rows[name] = measure_phase(meter, tracer, action, lambda: True, "baseline, fresh process", settle_ms=500)
     viewer.close()
     return rows
 
