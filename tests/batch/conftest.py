@@ -87,3 +87,9 @@ def _as_uint8(stack):
 @pytest.fixture
 def as_uint8():
     return _as_uint8
+
+
+@pytest.fixture
+def image_folder_maker():
+    """make_folder(path, n=4, size=96, seed=0) for tests that need several folders."""
+    return make_folder

@@ -60,6 +60,25 @@ def test_resume_skips_finished_items(image_folder, tmp_path, model_ref):
     assert (out / "img_002_labels.tif").read_bytes() == stamps["img_002_labels.tif"][1]  # same result again
 
 
+def test_same_name_from_another_folder_is_not_taken_as_finished(tmp_path, model_ref, tiny_model,
+                                                               image_folder_maker):
+    """Two folders that both hold img_000.tif, run one after the other into one --out: the second run computes
+    its own images; it never keeps the first folder's labels for them."""
+    make_folder = image_folder_maker
+    first, second = tmp_path / "first", tmp_path / "second"
+    make_folder(first, n=2, size=64, seed=0)
+    scenes = make_folder(second, n=2, size=64, seed=7)
+    out = tmp_path / "out"
+    run_folder(first, out, _job(model_ref, first), progress=False)
+    report = run_folder(second, out, _job(model_ref, second), progress=False)
+    assert len(report.done) == 2 and not report.skipped
+    for name, scene in scenes.items():
+        got = tifffile.imread(out / name.replace(".tif", "_labels.tif"))
+        np.testing.assert_array_equal(got, _expected(scene, tiny_model))
+    again = run_folder(second, out, _job(model_ref, second), progress=False)
+    assert len(again.skipped) == 2  # the same input again is finished
+
+
 def test_changed_job_recomputes(image_folder, tmp_path, model_ref, tiny_model):
     folder, scenes = image_folder
     out = tmp_path / "out"

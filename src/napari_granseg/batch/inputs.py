@@ -7,6 +7,7 @@ a slice looks the same to the model whichever worker segments it).
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy as np
 
 from ..io import IMAGE_SUFFIXES, is_image_file, open_stack
 
-__all__ = ["Item", "expand_inputs", "file_stamp", "is_stack_shape", "read_slice", "stack_intensity",
+__all__ = ["Item", "content_digest", "expand_inputs", "file_stamp", "is_stack_shape", "read_slice", "stack_intensity",
            "NoImagesError"]
 
 
@@ -47,6 +48,19 @@ def file_stamp(path: str | os.PathLike) -> list[int]:
         return [int(st.st_size), int(st.st_mtime_ns)]
     except OSError:
         return [-1, -1]
+
+
+def content_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """blake2b of a file's bytes: ties a finished output to the content it was computed from (two folders can
+    hold different images under one name, and a copied file keeps its name but not always its mtime)."""
+    h = hashlib.blake2b(digest_size=16)
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                h.update(block)
+    except OSError:
+        return "unreadable"
+    return h.hexdigest()
 
 
 def expand_inputs(inputs: str | os.PathLike | Iterable[str | os.PathLike], recursive: bool = False) -> list[Path]:

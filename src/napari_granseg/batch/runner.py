@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from ..io import LabelsZarr, UnreadableImageError, labels_output_path, read_labels_metadata, stack_shape
-from .inputs import Item, expand_inputs, file_stamp, is_stack_shape, no_images_error, stack_intensity
+from .inputs import Item, content_digest, expand_inputs, file_stamp, is_stack_shape, no_images_error, stack_intensity
 from .job import Job, fingerprint, jsonable
 from .outputs import (OutputNotWritableError, check_writable, disk_error_line, foreign_output,
                       refusal_message)
@@ -218,7 +218,9 @@ def run_folder(inputs: str | os.PathLike | Iterable[str | os.PathLike], out_dir:
         if foreign_output(out, job.replace_foreign):
             report.refused.append(_status(f, out, "refused", error=refusal_message(out)))
             continue
-        fp = fingerprint(core, prompts)
+        # tied to this input (path and content), not to the output's name: another folder's cells_000.tif
+        # written into the same --out is a different job
+        fp = fingerprint({**core, "source": str(f.resolve()), "source_digest": content_digest(f)}, prompts)
         if not job.overwrite and _finished(out, fp, f):
             report.skipped.append(_status(f, out, "skipped", reason="already finished"))
             continue
