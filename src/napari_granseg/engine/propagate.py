@@ -20,7 +20,7 @@ import torch
 
 from ..devices import check_precision, precision_context
 from ..models.loaded import LoadedModel
-from .normalize import ImageShapeError, check_image, model_input, stack_intensity_range
+from .normalize import ImageShapeError, check_image, check_intensity, model_input, stack_intensity_range
 from .prompts import as_box, as_granularities, as_points
 
 __all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled", "init_state_in_memory"]
@@ -49,6 +49,7 @@ class InMemoryFrames:
         self.stack = stack
         self.image_size = image_size
         self.device = torch.device(device)
+        intensity = check_intensity(intensity)  # the rule gs.segment applies: finite, low below high
         if intensity is None:
             intensity = stack_intensity_range(stack) or (0.0, 255.0)
         self.intensity = (float(intensity[0]), float(intensity[1]))
@@ -106,6 +107,9 @@ def _add_prompts(predictor, state, prompts: Sequence[ObjectPrompt], frames: InMe
             if mask.shape != frames.hw:
                 raise ValueError(f"ObjectPrompt.mask has shape {mask.shape}; give a mask of the slice's shape "
                                  f"{frames.hw}")
+            if not mask.any():
+                raise ValueError(f"ObjectPrompt.mask for object {p.obj_id} on slice {p.frame} has no True pixel: "
+                                 f"give the object's mask, or points=[[x, y]] / a box instead")
             predictor.add_new_mask(state, frame_idx=p.frame, obj_id=p.obj_id, mask=mask)
             continue
         points = None if p.points is None or not len(p.points) else p.points
@@ -141,8 +145,9 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.
-    ``out``: where the labels go, written one frame at a time as SAM 2 yields it: a (T, H, W) integer array
-    filled with 0, e.g. ``zarr.zeros`` for a stack larger than memory (default: a new numpy array). The stack
+    ``out``: where the labels go, written one frame at a time as SAM 2 yields it: a (T, H, W) integer array,
+    e.g. ``zarr.zeros`` for a stack larger than memory (default: a new numpy array); every frame of it is
+    replaced, so old values never mix with the result. The stack
     itself is read one slice at a time (numpy, dask, zarr), so with ``out`` nothing of the stack's size is held
     in memory but SAM 2's own per-frame memory features. ``out`` is returned.
     """
@@ -184,8 +189,15 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     if out is None:
         out = np.zeros(shape, np.int32)
     elif tuple(out.shape) != shape:
-        raise ValueError(f"out has shape {tuple(out.shape)}; give a zero-filled array of the stack's (T, H, W) "
+        raise ValueError(f"out has shape {tuple(out.shape)}; give an array of the stack's (T, H, W) "
                          f"shape {shape}")
+    written: set[int] = set()  # frames this call wrote: only their values are kept under later objects
+
+    def before(frame_idx: int) -> np.ndarray:
+        if frame_idx in written:
+            return np.asarray(out[frame_idx]).astype(np.int32, copy=True)
+        return np.zeros(frames.hw, np.int32)
+
     for g, group in groups.items():
         start = min(p.frame for p in group)
         before_start: list[np.ndarray] = []  # the start frame comes twice (both directions): the last one counts
@@ -193,13 +205,13 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
         def write(frame_idx: int, obj_ids: list, masks: torch.Tensor, start: int = start,
                   before_start: list = before_start) -> None:
             if frame_idx == start and not before_start:
-                before_start.append(np.asarray(out[start]).astype(np.int32, copy=True))
-            base = before_start[0] if frame_idx == start else np.asarray(out[frame_idx])
-            frame = base.astype(np.int32, copy=True)
+                before_start.append(before(start))
+            frame = before_start[0].copy() if frame_idx == start else before(frame_idx)
             for k, obj_id in enumerate(obj_ids):  # earlier objects and earlier passes keep their pixels
                 mask = (masks[k, 0] > threshold).cpu().numpy()
                 frame[mask & (frame == 0)] = obj_id
             out[frame_idx] = frame
+            written.add(frame_idx)
 
         ctx = module.granularity_context(g) if has_g else contextlib.nullcontext()
         with torch.inference_mode(), precision_context(device, precision), ctx:
