@@ -46,6 +46,7 @@ def test_missing_input_names_the_path(tmp_path, capsys):
     ("image,row,col\na.tif,1,nan\n", "line 2: col 'nan' is not a finite number"),
     ("image,row,col\na.tif,inf,1\n", "line 2: row 'inf' is not a finite number"),
     ("row,col\n1,2\n", "line 2: no image name"),
+    ("image,row,col,object\na.tif,4,4,0\n", "line 2: object 0 must be 1 or more"),
 ])
 def test_bad_prompt_file_is_one_line_with_the_line_number_and_the_format(tmp_path, capsys, text, expected):
     tifffile.imwrite(tmp_path / "a.tif", np.zeros((16, 16), np.uint8))
@@ -67,6 +68,11 @@ def test_stack_that_cannot_be_opened_is_one_line(tmp_path, capsys):
 def test_click_outside_the_image_fails_that_image_with_the_reason(tmp_path):
     with pytest.raises(ValueError, match=r"outside the image of 16 x 16 pixels"):
         segment_with_prompts(np.zeros((16, 16), np.uint8), [Prompt(3, 40)], model=object())
+
+
+def test_only_negative_clicks_fail_that_image_like_gs_segment(tmp_path):
+    with pytest.raises(ValueError, match="no positive click"):
+        segment_with_prompts(np.zeros((16, 16), np.uint8), [Prompt(3, 4, label=0)], model=object())
 
 
 def test_unknown_precision_is_refused(capsys):

@@ -78,8 +78,12 @@ def _prompt_from_record(rec: Mapping[str, Any], where: str, image: str | None = 
     label = num("label", int)
     if label not in (None, 0, 1):
         raise PromptFileError(f"{where}: label {label} must be 1 (positive) or 0 (negative)")
+    object_id = num("object_id", int)
+    if object_id is not None and object_id < 1:
+        raise PromptFileError(f"{where}: object {object_id} must be 1 or more (0 is the background of a label "
+                              f"image); leave the column empty to number objects in file order")
     return str(image), Prompt(row=num("row", float), col=num("col", float), granularity=g,
-                              object_id=num("object_id", int), label=1 if label is None else label,
+                              object_id=object_id, label=1 if label is None else label,
                               slice=num("slice", int))
 
 

@@ -52,8 +52,9 @@ def segment_with_prompts(image: np.ndarray, prompts: Sequence[Prompt], model=Non
     image = np.asarray(image)
     points, labels, grans, ids = objects_as_clicks(prompts, granularity)
     out = np.zeros(_plane_shape(image, engine_options), np.int32)
-    if not ids:
-        return out
+    if not ids:  # the rule of gs.segment: an image's clicks must hold an object
+        raise ValueError("its prompts have no positive click (label 1): give at least one click on an object; "
+                         "negative clicks (label 0) only cut the objects of positive ones")
     h, w = out.shape
     for (row, col) in points:
         if not (0 <= row < h and 0 <= col < w):
