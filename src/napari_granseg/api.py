@@ -90,6 +90,13 @@ def _napari_points(points, image: np.ndarray) -> tuple[np.ndarray, int | None]:
                           f"give finite (row, col) pixel positions")
     ndim = len(image.shape)
     is_stack = ndim == 4 or (ndim == 3 and image.shape[-1] not in (1, 3, 4))
+    h, w = image.shape[1:3] if is_stack else image.shape[:2]
+    rc = pts[:, -2:]
+    outside = ~((rc[:, 0] >= 0) & (rc[:, 0] < h) & (rc[:, 1] >= 0) & (rc[:, 1] < w))
+    if outside.any():
+        row, col = rc[outside][0]
+        raise PromptError(f"point (row {row:g}, col {col:g}) is outside the image of {h} rows x {w} columns: give "
+                          f"points as (row, col) in pixels, napari order (rows 0..{h - 1}, cols 0..{w - 1})")
     if pts.shape[1] == 2:
         if is_stack:
             raise PromptError(f"image is a stack of shape {image.shape}: give points as napari (z, row, col) so "

@@ -23,6 +23,28 @@ from typing import Sequence
 __all__ = ["main"]
 
 
+def _int_in(low: int, high: int):
+    """An argparse type: a whole number in [low, high], refused at parsing with the flag's name."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is outside {low}..{high}")
+        return value
+    return parse
+
+
+def _device_name(text: str) -> str:
+    """An argparse type: auto, cpu, cuda, cuda:N or mps (checked without importing torch)."""
+    name = text.strip().lower()
+    head, _, index = name.partition(":")
+    if name == "auto" or (head in ("cpu", "cuda", "mps") and (not index or (head == "cuda" and index.isdigit()))):
+        return name
+    raise argparse.ArgumentTypeError(f"{text!r} is not a device: give auto, cpu, cuda, cuda:N or mps")
+
+
 def _add_model_args(ap: argparse.ArgumentParser, default_hint: str) -> None:
     g = ap.add_argument_group("model")
     g.add_argument("--model", default=None,
@@ -30,7 +52,7 @@ def _add_model_args(ap: argparse.ArgumentParser, default_hint: str) -> None:
     g.add_argument("--kind", default=None, choices=("unsamv2", "sam2", "sansa"), help="model kind (needed for a path)")
     g.add_argument("--config", default=None, help="SAM 2 config of a checkpoint path (e.g. configs/sam2.1/sam2.1_hiera_s.yaml)")
     g.add_argument("--base-checkpoint", default=None, help="SANSA: the SAM 2 base checkpoint")
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:1 | mps")
+    g.add_argument("--device", default="auto", type=_device_name, help="auto | cpu | cuda | cuda:1 | mps")
     g.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                    help="fp32: exactly the official models' computation; auto (default): bfloat16 where it is "
                         "measured faster (CUDA, CPUs with native bf16); bf16: always bfloat16")
@@ -99,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
 
     smp = sub.add_parser("sample", help="write synthetic sample images (and prompt/few-shot files) to try the CLI")
     smp.add_argument("--out", required=True, help="folder to write to")
-    smp.add_argument("-n", type=int, default=4, help="number of images")
-    smp.add_argument("--size", type=int, default=256, help="image size in pixels")
+    smp.add_argument("-n", type=_int_in(1, 1000), default=4, help="number of images (1..1000)")
+    smp.add_argument("--size", type=_int_in(16, 4096), default=256, help="image size in pixels (16..4096)")
     return ap
 
 

@@ -121,6 +121,10 @@ class Job:
         if self.channel_axis not in (None, 0, -1, 2):
             raise ValueError(f"channel_axis={self.channel_axis!r}: the channels are the first (0) or the last (-1) "
                              f"axis (CLI: --channel-axis 0)")
+        if self.mode == "whole" and self.settings:
+            from ..engine.automatic.settings import validate_overrides
+
+            validate_overrides(self.settings)  # a bad --set value fails here, not once per image
         if isinstance(self.replace_foreign, str):
             self.replace_foreign = (self.replace_foreign,)
         self.replace_foreign = tuple(str(p) for p in self.replace_foreign)

@@ -96,7 +96,10 @@ class AutomaticSettings:
         return replace(self, **changes)
 
     def check(self) -> None:
-        """Raise a ValueError naming the setting when the combination cannot run."""
+        """Raise a ValueError naming the setting when a value or the combination cannot run."""
+        for f in fields(self):
+            if f.name != "point_grids":
+                _check_type(f.name, str(f.type), getattr(self, f.name))
         if (self.points_per_side is None) == (self.point_grids is None):
             raise ValueError("give exactly one of points_per_side (e.g. 32) or point_grids")
         if self.points_per_side is not None and self.points_per_side < 1:
@@ -115,6 +118,30 @@ class AutomaticSettings:
             return [np.asarray(g, np.float64) for g in self.point_grids]
         return build_all_layer_point_grids(self.points_per_side, self.crop_n_layers,
                                            self.crop_n_points_downscale_factor)
+
+
+_KINDS = {"int": ("a whole number", lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool)),
+          "float": ("a number", lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)
+                    and bool(np.isfinite(v))),
+          "bool": ("true or false", lambda v: isinstance(v, (bool, np.bool_)))}
+
+
+def _check_type(name: str, annotation: str, value) -> None:
+    """A setting of the wrong type is refused by name before any work (``--set points_per_side=abc``)."""
+    if value is None and "None" in annotation:
+        return
+    kind = annotation.split("|")[0].strip()
+    if kind in _KINDS and not _KINDS[kind][1](value):
+        raise ValueError(f"setting {name}={value!r} must be {_KINDS[kind][0]} (e.g. --set {name}="
+                         f"{getattr(AutomaticSettings, name)!r})")
+
+
+def validate_overrides(overrides: dict) -> None:
+    """Check setting names and values (ValueError naming the setting) without running anything."""
+    try:
+        AutomaticSettings().updated(**overrides).check()
+    except TypeError as err:
+        raise ValueError(str(err)) from None
 
 
 def model_defaults(predictor) -> dict:
