@@ -200,6 +200,10 @@ def _run(args) -> int:
                       overwrite=args.overwrite, replace_foreign=tuple(args.replace_foreign),
                       torch_threads=args.threads, scale=args.scale, tile=args.tile, **channels)
             inputs = args.inputs
+        if args.scheduler:  # a malformed or unsafe address fails now, before any image is read
+            from .remote.addresses import check_address
+
+            check_address(args.scheduler)
         if job.mode == "prompts":
             read_prompts(job.prompts)  # a bad prompt file fails now, with its line number
         if job.mode == "whole":

@@ -77,8 +77,10 @@ def make_client(workers: int | None = None, scheduler: str | None = None, thread
     Returns (client, owned) where ``owned`` says the caller should close it (and its cluster)."""
     from dask.distributed import Client, LocalCluster
 
-    if scheduler:
-        return Client(scheduler), True
+    if scheduler:  # the address rules of remote sessions, and a connection that cannot wait forever
+        from ..remote.addresses import check_address, open_client
+
+        return open_client(check_address(scheduler), timeout=30), True
     cluster = LocalCluster(n_workers=int(workers or 2), threads_per_worker=threads_per_worker, processes=True,
                            dashboard_address=None)
     return Client(cluster), True

@@ -13,13 +13,13 @@ and a lost worker raises :class:`RemoteError` without touching anything on this 
 """
 from __future__ import annotations
 
-from .addresses import InsecureAddressError, check_address, is_loopback_address
+from .addresses import InsecureAddressError, MalformedAddressError, check_address, is_loopback_address
 from .calls import RemoteError
 from .latest import LatestOnly
 from .session import RemoteSession, close_all, connect, model_spec, session_for
 
 __all__ = ["connect", "session_for", "RemoteSession", "RemotePredictor", "RemoteFewShotSegmenter", "RemoteError",
-           "InsecureAddressError", "LatestOnly", "check_address", "is_loopback_address", "close_all", "model_spec"]
+           "InsecureAddressError", "MalformedAddressError", "LatestOnly", "check_address", "is_loopback_address", "close_all", "model_spec"]
 
 
 def __getattr__(name: str):

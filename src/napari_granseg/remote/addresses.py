@@ -10,8 +10,11 @@ and no connection is attempted before the address has passed these checks.
 from __future__ import annotations
 
 import ipaddress
+import re
+import threading
 
-__all__ = ["InsecureAddressError", "is_loopback_address", "check_address", "TUNNEL_AND_TLS_HELP"]
+__all__ = ["InsecureAddressError", "MalformedAddressError", "SchedulerUnreachableError", "is_loopback_address",
+           "check_address", "check_form", "open_client", "TUNNEL_AND_TLS_HELP"]
 
 ENCRYPTED_SCHEMES = ("tls", "wss")
 PLAIN_SCHEMES = ("tcp", "ws", "ucx")
@@ -33,6 +36,66 @@ If this network is private and trusted, pass allow_insecure_remote=True."""
 
 class InsecureAddressError(ValueError):
     """A scheduler address that would expose the worker or the images; the message says what to do."""
+
+
+class MalformedAddressError(ValueError):
+    """A scheduler address that is not one (spaces, a port that is not a number, no host)."""
+
+
+class SchedulerUnreachableError(ConnectionError):
+    """No dask scheduler answered at an address within the time allowed."""
+
+
+_HOST = re.compile(r"[A-Za-z0-9._\-]+|[0-9A-Fa-f:.]+")
+_EXAMPLE = "give it as 'tcp://HOST:PORT', e.g. 'tcp://127.0.0.1:8786'"
+
+
+def check_form(address: str) -> None:
+    """Refuse an address that is not one, by what is wrong with it, before any security rule or connection."""
+    scheme, host, rest = _split(address)
+    if scheme == "inproc":
+        return
+    if any(ch.isspace() for ch in address.strip()):
+        raise MalformedAddressError(f"address={address!r} is malformed: it contains spaces; {_EXAMPLE}")
+    if not host or not _HOST.fullmatch(host):
+        raise MalformedAddressError(f"address={address!r} is malformed: {host!r} is not a host name or IP "
+                                    f"address; {_EXAMPLE}")
+    port = rest.split("/")[0].lstrip(":")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise MalformedAddressError(f"address={address!r} is malformed: the port {port!r} is not a number "
+                                    f"from 1 to 65535; {_EXAMPLE}")
+
+
+def open_client(address: str, timeout: float = 10, **client_kwargs):
+    """A ``distributed.Client`` to ``address``, or :class:`SchedulerUnreachableError` after ``timeout`` s.
+
+    Why a deadline of our own: a port where something that is not a dask scheduler listens accepts the
+    connection and then never completes dask's handshake, and the Client's own timeout does not cover that wait.
+    The abandoned attempt ends by itself in its daemon thread.
+    """
+    from distributed import Client
+
+    box: dict = {}
+
+    def attempt() -> None:
+        try:
+            # the Client's own timeout ends first, so a refused connection reports its own cause
+            box["client"] = Client(address, timeout=max(0.5 * timeout, timeout - 1), set_as_default=False,
+                                   **client_kwargs)
+        except BaseException as err:  # handed to the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=attempt, name="granseg-connect", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if "client" in box:
+        return box["client"]
+    why = (f"{type(box['error']).__name__}: {box['error']}" if "error" in box
+           else "something may answer there, but not a dask scheduler")
+    raise SchedulerUnreachableError(
+        f"could not reach the dask scheduler at {address} within {timeout:g} s ({why}). Check that the scheduler "
+        f"runs on the GPU machine, that the address and port are its own, and with an SSH tunnel that the tunnel "
+        f"is open (docs/remote.md).")
 
 
 def _split(address: str) -> tuple[str, str, str]:
@@ -74,6 +137,7 @@ def check_address(address: str, allow_insecure_remote: bool = False, security=No
     ``allow_insecure_remote``; a ValueError for an encrypted scheme without ``security`` or an unknown
     scheme.
     """
+    check_form(address)
     scheme, host, _ = _split(address)
     full = address.strip() if "://" in address else f"tcp://{address.strip()}"
     if not host and scheme != "inproc":

@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .addresses import check_address
+from .addresses import SchedulerUnreachableError, check_address, open_client
 from .calls import RemoteError
 from .versions import local_versions, version_differences
 
@@ -99,20 +99,15 @@ class RemoteSession:
 
     def __init__(self, address: str, security=None, timeout: float = 10, load_timeout: float = 600,
                  direct_to_workers: bool = False):
-        from distributed import Client
-
         self.address = address
         self.timeout = float(timeout)
         self.load_timeout = float(load_timeout)
         self._predictors: dict[tuple, Any] = {}
         self._lock = threading.Lock()
         try:
-            self.client = Client(address, security=security, timeout=timeout, set_as_default=False,
-                                 direct_to_workers=direct_to_workers)
-        except (OSError, TimeoutError) as err:
-            raise RemoteError(f"could not reach the dask scheduler at {address} within {timeout:g} s ({err}). "
-                              f"Check that the scheduler runs on the GPU machine and, with an SSH tunnel, that "
-                              f"the tunnel is open (docs/remote.md).") from err
+            self.client = open_client(address, timeout, security=security, direct_to_workers=direct_to_workers)
+        except SchedulerUnreachableError as err:
+            raise RemoteError(str(err)) from None
         try:
             self._check_workers()
         except BaseException:
