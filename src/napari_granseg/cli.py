@@ -198,7 +198,7 @@ def _run(args) -> int:
                       torch_threads=args.threads, scale=args.scale, tile=args.tile, **channels)
             inputs = args.inputs
         if args.scheduler:  # a malformed or unsafe address fails now, before any image is read
-            from .remote.addresses import check_address
+            from .remote.client.addresses import check_address
 
             check_address(args.scheduler)
         if job.mode == "prompts":

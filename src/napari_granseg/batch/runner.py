@@ -78,7 +78,7 @@ def make_client(workers: int | None = None, scheduler: str | None = None, thread
     from dask.distributed import Client, LocalCluster
 
     if scheduler:  # the address rules of remote sessions, and a connection that cannot wait forever
-        from ..remote.addresses import check_address, open_client
+        from ..remote.client.addresses import check_address, open_client
 
         return open_client(check_address(scheduler), timeout=30), True
     cluster = LocalCluster(n_workers=int(workers or 2), threads_per_worker=threads_per_worker, processes=True,
