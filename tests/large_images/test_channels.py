@@ -22,7 +22,9 @@ def test_channel_axis_is_found_last_then_first():
     assert channel_axis_of((100, 120, 2)) == 2
     assert channel_axis_of((3, 100, 120)) == 0
     assert channel_axis_of((100, 120)) is None
-    assert channel_axis_of((100, 120, 3), channel_axis=0) == 0
+    assert channel_axis_of((3, 100, 120), channel_axis=0) == 0
+    with pytest.raises(ChannelError, match="has 100 entries"):  # 100 rows are not channels
+        channel_axis_of((100, 120, 3), channel_axis=0)
     with pytest.raises(ChannelError, match="rows"):
         channel_axis_of((4, 100, 120), channel_axis=1)
 

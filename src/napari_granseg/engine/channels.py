@@ -37,9 +37,18 @@ def channel_axis_of(shape: Sequence[int], channel_axis: int | None = None) -> in
     if len(shape) != 3:
         raise ChannelError(f"expected a 2D image, (H, W, C) or (C, H, W), got shape {tuple(shape)}")
     if channel_axis is not None:
-        axis = channel_axis % 3
+        if isinstance(channel_axis, bool) or not isinstance(channel_axis, (int, np.integer)) \
+                or not -3 <= channel_axis <= 2:
+            raise ChannelError(f"channel_axis={channel_axis!r}: give 0 for (C, H, W) or -1 for (H, W, C)")
+        axis = int(channel_axis) % 3
         if axis == 1:
             raise ChannelError(f"channel_axis={channel_axis} points at the image rows; use 0 (C, H, W) or -1 (H, W, C)")
+        if not 2 <= shape[axis] <= MAX_CHANNELS:
+            other = 2 - axis
+            hint = (f"; this image's channels are on axis {0 if other == 0 else -1} (channel_axis="
+                    f"{0 if other == 0 else -1})" if 2 <= shape[other] <= MAX_CHANNELS else "")
+            raise ChannelError(f"channel_axis={channel_axis} has {shape[axis]} entries in an image of shape "
+                               f"{tuple(shape)}, not 2-{MAX_CHANNELS} channels{hint}")
         return axis
     if 2 <= shape[-1] <= MAX_CHANNELS:
         return 2
