@@ -15,10 +15,11 @@ Prompts on the displayed slice are read back as model input with :meth:`PromptLa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from .ports import Prompts
 
 __all__ = ["PromptLayers", "Prompts", "POINTS_NAME", "SHAPES_NAME", "MODES", "POSITIVE_COLOR",
            "NEGATIVE_COLOR", "scribble_points", "unwrap"]
@@ -43,16 +44,6 @@ def spatial_shape(layer) -> tuple[int, ...]:
     data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
     shape = tuple(int(s) for s in data.shape)
     return shape[:-1] if layer.rgb else shape
-
-
-@dataclass
-class Prompts:
-    """Model input read from the prompt layers for one slice."""
-
-    points_xy: np.ndarray            # (N, 2) float32 (x, y)
-    point_labels: np.ndarray         # (N,) int32 1/0
-    box: np.ndarray | None           # (4,) x0, y0, x1, y1 of the newest rectangle, or None
-    n_outside: int = 0               # points outside the image, ignored
 
 
 def scribble_points(vertices_rc: np.ndarray, n_max: int = SCRIBBLE_POINTS) -> np.ndarray:
