@@ -89,7 +89,7 @@ def read_model_image(choice: ChannelChoice | None, slice_data, full_data=None, l
     slice_data: the slice shown (array-like); full_data: the whole (C, H, W) layer ("axis");
     layer_data: the 2D arrays of the composite's layers ("layers").
     """
-    from ..engine.channels import select_channels
+    from ...engine.channels import select_channels
 
     if choice is None or choice.kind == "image":
         return np.asarray(slice_data)

@@ -48,7 +48,7 @@ def spatial_shape(layer) -> tuple[int, ...]:
 
 def scribble_points(vertices_rc: np.ndarray, n_max: int = SCRIBBLE_POINTS) -> np.ndarray:
     """Up to ``n_max`` (row, col) points spread evenly along a polyline (a scribble), its ends included."""
-    from ..engine.prompts import sample_polyline
+    from ...engine.prompts import sample_polyline
 
     v = np.asarray(vertices_rc, float).reshape(-1, 2)
     length = float(np.linalg.norm(np.diff(v, axis=0), axis=1).sum()) if len(v) > 1 else 0.0

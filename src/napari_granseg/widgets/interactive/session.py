@@ -412,7 +412,7 @@ class InteractiveSession:
         self._message("error", text)
 
     def report_text(self, text: str) -> None:
-        """An error already worded for the person (e.g. a refused compute address)."""
+        """An error already worded for the person (a refused compute address)."""
         self._last_action = text
         self._message("error", text)
 
@@ -444,6 +444,10 @@ class InteractiveSession:
         return build_state(facts, self._options, self.plan.settings, self._labels,
                            tuple(c.text for c in self.plan.choices),
                            self.last_commit, self.last_message, self._last_action, self.busy, events)
+
+    def refresh(self) -> None:
+        """Publish the state again (something outside changed what the status says, e.g. the active layer)."""
+        self._publish()
 
     def _publish(self, *events: Event) -> None:
         self.state = self._build_state(events)
