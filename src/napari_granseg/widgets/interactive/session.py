@@ -111,8 +111,7 @@ class InteractiveSession:
         self._publish()
 
     def attach(self) -> None:
-        """Give the prompt layers to the session's image (they are emptied for a new image); clicks become
-        prompts."""
+        """Give the prompt layers to the image (emptied for a new image); clicks become prompts."""
         info = self._image_info()
         if info is None or info.ndim < 2:
             return
@@ -346,8 +345,7 @@ class InteractiveSession:
 
     # ================================================================ stacks and tiled images
     def embed_all(self) -> None:
-        """Compute (and cache) every slice's embedding in the background, nearest to the current first; for a
-        tiled 2D image, every tile's."""
+        """Embed (and cache) every slice, nearest to the current first, or every tile of a tiled 2D image."""
         pred = self._require_model()
         info = self._require_image()
         self._require_local("Embed all")
@@ -370,8 +368,7 @@ class InteractiveSession:
         self._publish()
 
     def propagate(self) -> None:
-        """Propagate the last committed object through the stack (background; writes the same label id), here
-        or on the remote worker."""
+        """Propagate the last commit through the stack (background, here or remote; same label id)."""
         pred = self._require_model()
         rec = self.last_commit
         if rec is None:
@@ -404,8 +401,7 @@ class InteractiveSession:
 
     # ================================================================ errors, messages, state
     def report(self, exc: BaseException) -> None:
-        """A user mistake, a refused address or a lost worker becomes its message (also in the status line);
-        anything else is a bug: logged with its traceback, shown as "internal error, please report"."""
+        """An error becomes a message for the person (see :func:`.status.error_text`)."""
         text, in_status = error_text(exc)
         if in_status:
             self._last_action = text
