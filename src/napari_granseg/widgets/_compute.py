@@ -41,8 +41,8 @@ def is_compute_error(exc: BaseException) -> bool:
     """True for a refused address or an unreachable/lost worker (a message for the user, not a bug)."""
     import sys
 
-    remote = sys.modules.get("napari_granseg.remote.calls")
-    addresses = sys.modules.get("napari_granseg.remote.addresses")
+    remote = sys.modules.get("napari_granseg.remote.client.calls")
+    addresses = sys.modules.get("napari_granseg.remote.client.addresses")
     kinds = tuple(k for k in (getattr(remote, "RemoteError", None), getattr(addresses, "InsecureAddressError", None))
                   if isinstance(k, type))
     return bool(kinds) and isinstance(exc, kinds)
