@@ -19,7 +19,8 @@ from .image_source import read_model_image
 from .preview import SWEEP_G, PreviewRequest, PreviewResult
 
 __all__ = ["embedding_order", "embed_job", "tile_embed_job", "propagation_job", "preview_job", "label_logits",
-           "stack_intensity", "model_size", "TiledImage", "plan_embed", "segment_now", "object_prompt", "EMBED_BUDGET_BYTES", "SWEEP_MAX_PIXELS", "SWEEP_CHUNK"]
+           "stack_intensity", "model_size", "TiledImage", "plan_embed", "segment_now", "object_prompt",
+           "EMBED_BUDGET_BYTES", "SWEEP_MAX_PIXELS", "SWEEP_CHUNK"]
 
 #: at most this many bytes of cached slice embeddings for "Embed all slices" (then the nearest slices first)
 EMBED_BUDGET_BYTES = 1 << 30
@@ -36,11 +37,9 @@ def stack_intensity(stack) -> tuple[float, float] | None:
     return stack_intensity_range(stack)
 
 
-def model_size(predictor) -> int | None:
-    """The model's square input size in pixels; None when it is not known here (a predictor on a remote worker)."""
-    model = getattr(predictor, "model", None)
-    size = getattr(model, "image_size", None)
-    return None if size is None else int(size)
+def model_size(predictor) -> int:
+    """The model's square input size in pixels (here or on the remote worker)."""
+    return int(predictor.image_size)
 
 
 def label_logits(region: np.ndarray, label_id: int, side: int) -> np.ndarray:
@@ -213,7 +212,7 @@ def plan_embed(predictor, info, current: int | None, tiles: TiledImage | None,
         n = len(tile_windows(info.hw, tiles.tiled.tile, tiles.tiled.overlap))
         return tile_embed_job(tiles, info.slice(())), "tile", f"embedding {n} tiles…"
     stack = info.stack()
-    order, truncated = embedding_order(int(stack.shape[0]), current, predictor.model.image_size)
+    order, truncated = embedding_order(int(stack.shape[0]), current, model_size(predictor))
     if truncated:
         warn(f"embedding the {len(order)} slices nearest to the current one of {stack.shape[0]} (memory budget); "
              f"others are embedded on first use")

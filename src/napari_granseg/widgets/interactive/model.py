@@ -12,13 +12,14 @@ from dataclasses import replace
 from typing import Any, Callable, Generator
 
 from .._common import WidgetError, import_engines
-from .._compute import make_predictor
 from .._tasks import Progress
 from .state import ModelState
 
 __all__ = ["ModelLoader", "load_job", "build_job", "build_now", "engine_imported", "ready_state"]
 
 ENGINE = "napari_granseg.engine.interactive"
+#: slice embeddings kept in memory by the widget's predictor (a few slices back and forth stay instant)
+CACHE_SIZE = 8
 
 
 def engine_imported() -> bool:
@@ -37,9 +38,18 @@ def ready_state(loaded: Any, predictor: Any, serial: int, where: Any = None, inf
                       bool(info.get("is_demo")), bool(info.get("has_granularity", True)), "", serial)
 
 
+def open_predictor(model: Any, precision: str, where: Any = None):
+    """The predictor of ``model`` here (a ``LoadedModel``) or on the worker of ``where`` (a zoo name or a path
+    there): the one composition root, ``napari_granseg.compute``."""
+    from ... import compute
+
+    return compute.open_predictor(model, precision=precision, where=where,
+                                  **({"cache_size": CACHE_SIZE} if where is None else {}))
+
+
 def build_now(loaded: Any, precision: str, serial: int) -> ModelState:
     """A predictor for ``loaded`` on this machine, built in the calling thread (the engine is imported)."""
-    return ready_state(loaded, make_predictor(loaded, precision), serial)
+    return ready_state(loaded, open_predictor(loaded, precision), serial)
 
 
 def build_job(loaded: Any, precision: str, serial: int) -> Callable[[Callable[[], bool]], Generator]:
@@ -73,7 +83,7 @@ def load_job(name: str | None, device: str, precision: str, serial: int, where: 
 
     def remote(is_cancelled):
         yield Progress(0, 0, f"loading {label} model on {where.address}…")
-        pred = make_predictor(name, precision, where)
+        pred = open_predictor(name, precision, where)
         return ready_state(None, pred, serial, where, pred.info())
 
     return local if where is None else remote
@@ -111,9 +121,10 @@ class ModelLoader:
         """Use ``loaded`` (from ``gs.load_model``) on this machine; its predictor is built at once when the
         engine is imported (it is, once a model was loaded), else in the background."""
         serial = self.state.serial + 1
-        if predictor is not None or engine_imported():
-            self._ready(build_now(loaded, self.precision, serial) if predictor is None
-                        else ready_state(loaded, predictor, serial))
+        if predictor is not None or engine_imported():  # wins over any load still running (older serial)
+            self._queued = None
+            self._set(build_now(loaded, self.precision, serial) if predictor is None
+                      else ready_state(loaded, predictor, serial), True)
             return
         if self._runner.running:
             return self._queue(lambda: self.use(loaded))

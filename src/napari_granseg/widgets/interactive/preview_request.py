@@ -44,10 +44,7 @@ def refine_input(port: LayerPort, labels: str | None, predictor, index: tuple[in
     label_id = int(region[y, x])
     if label_id == 0:
         return None, None
-    size = model_size(predictor)
-    if size is None:
-        raise WidgetError("refine label needs a model on this machine (set compute to 'this machine')")
-    return label_logits(region, label_id, size // 4), label_id
+    return label_logits(region, label_id, model_size(predictor) // 4), label_id
 
 
 def build_request(serial: int, port: LayerPort, inputs: RequestInputs, warn) -> PreviewRequest:

@@ -19,7 +19,7 @@ import numpy as np
 from psygnal import Signal
 
 from .._common import WidgetError
-from .image_plan import ImagePlan
+from .model_view import ModelView
 from .jobs import object_prompt, plan_embed, preview_job, propagation_job, segment_now
 from .model import ModelLoader
 from .preview_request import RequestInputs, build_request
@@ -43,7 +43,7 @@ class InteractiveSession:
         self._options = Options()
         self._image: str | None = None
         self._labels: str | None = None
-        self.plan = ImagePlan()
+        self.plan = ModelView()
         self.last_commit: CommitRecord | None = None
         self.last_message: tuple[str, str] | None = None
         self._last_action = ""

@@ -11,7 +11,7 @@ from typing import Any
 
 from .._common import is_user_error
 from .._compute import compute_error_text, is_compute_error
-from .image_plan import ImageSettings
+from .model_view import ImageSettings
 from .prompt_layers import POINTS_NAME
 from .state import CommitRecord, Event, ModelState, Options, SessionState
 

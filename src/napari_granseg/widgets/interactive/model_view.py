@@ -1,8 +1,9 @@
-"""What the model sees of the session's image: scale (tiles or downscale), tile size, channels, the stack's
+"""What the model sees of the session's image: the person's scale, tile and channels settings, the stack's
 one intensity range, and the tiles already embedded.
 
 Why a class: these choices change together with the image and the model, and the preview, "Embed all" and
 the status all ask them; one owner answers. The settings are one immutable value (:class:`ImageSettings`).
+The tile-or-downscale decision itself is the engine's :class:`~napari_granseg.engine.source.ImagePlan`'s.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 from .._common import WidgetError
 from .jobs import TiledImage, model_size
 
-__all__ = ["ImageSettings", "ImagePlan"]
+__all__ = ["ImageSettings", "ModelView"]
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,8 @@ class ImageSettings:
     channels: str = ""
 
 
-class ImagePlan:
-    """The session's image plan (see the module docstring)."""
+class ModelView:
+    """What the model sees of the session's image (see the module docstring)."""
 
     def __init__(self):
         self.settings = ImageSettings()
@@ -52,6 +53,8 @@ class ImagePlan:
 
     def set_scale(self, scale: str, tile: int) -> bool:
         """Scale and tile size; True when they changed."""
+        if 0 < int(tile) < 8:
+            raise WidgetError(f"tile size {tile} px is too small: give at least 8 px, or 0 for the model's input size")
         new = replace(self.settings, scale=scale, tile=int(tile))
         changed, self.settings = new != self.settings, new
         return changed
@@ -65,14 +68,16 @@ class ImagePlan:
         return None
 
     def tile_for(self, hw, predictor: Any) -> int | None:
-        """The tile size (pixels) when an image of size ``hw`` is tiled, else None (downscaled)."""
-        from ...engine.tiling import choose_scale
+        """The tile size (pixels) when an image of size ``hw`` is tiled, else None (downscaled): the engine's
+        image plan decides, from the plane's shape alone (nothing is read)."""
+        import numpy as np
 
-        size = model_size(predictor)
-        tile = int(self.settings.tile) or size
-        if tile is None:  # model size unknown (remote): tile only when asked, with a tile size
-            return None
-        return tile if choose_scale(tuple(hw), size or tile, self.settings.scale) == "tile" else None
+        from ...engine.source import ImagePlan
+
+        shape_only = np.broadcast_to(np.uint8(0), (int(hw[0]), int(hw[1])))
+        plan = ImagePlan.from_array(shape_only, rgb=False, model_size=model_size(predictor),
+                                    scale=self.settings.scale, tile=int(self.settings.tile) or None)
+        return plan.tile_size if plan.tiled else None
 
     def tiles(self, tile: int, predictor: Any) -> TiledImage:
         """The tiles over ``predictor`` for ``tile`` (kept, so tiles embedded once are not embedded again)."""
