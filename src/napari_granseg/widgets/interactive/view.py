@@ -192,11 +192,13 @@ class InteractiveWidget(QWidget):
         self._image_changed()
 
     def _layer_inserted(self, event=None) -> None:
-        from napari.layers import Image
+        from napari.layers import Image, Labels
 
         from .prompt_layers import unwrap
 
         new = getattr(event, "value", None)
+        if isinstance(unwrap(new), Labels) and not self.layers.own(new.name):  # painting changes what Undo can do
+            new.events.data.connect(lambda _e=None: self.session.refresh())
         self._refresh_layer_choices()
         if isinstance(unwrap(new), Image):  # a new image becomes the widget's image (the newest wins)
             self.image_combo.setCurrentText(new.name)
