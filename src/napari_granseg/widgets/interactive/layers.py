@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._common import WidgetError
-from .image_source import channel_choices
+from .image_source import channel_choices, level0
 from .ports import ImageInfo, Prompts
 from .prompt_layers import POINTS_NAME, SHAPES_NAME, PromptLayers, spatial_shape, unwrap
 from .writes import write_object, write_propagation
@@ -28,10 +28,6 @@ __all__ = ["NapariLayers", "PREVIEW_NAME", "LABELS_NAME", "NEW_LABELS_ITEM"]
 PREVIEW_NAME = "granseg preview"
 LABELS_NAME = "granseg labels"
 NEW_LABELS_ITEM = f"new layer: {LABELS_NAME}"
-
-
-def _level0(layer):
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
 
 
 class NapariLayers:
@@ -75,10 +71,10 @@ class NapariLayers:
         layer = self._get(name)
         if layer is None:
             return None
-        return ImageInfo(layer.name, _level0(layer), spatial_shape(layer), bool(getattr(layer, "rgb", False)))
+        return ImageInfo(layer.name, level0(layer), spatial_shape(layer), bool(layer.rgb))
 
     def layer_data(self, names: Sequence[str]) -> list:
-        return [_level0(self.viewer.layers[n]) for n in names if n in self.viewer.layers]
+        return [level0(self.viewer.layers[n]) for n in names if n in self.viewer.layers]
 
     def channel_choices(self, name: str) -> list:
         from napari.layers import Image

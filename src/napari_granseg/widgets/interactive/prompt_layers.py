@@ -41,8 +41,9 @@ def unwrap(obj: Any) -> Any:
 
 def spatial_shape(layer) -> tuple[int, ...]:
     """Shape of an Image layer without the RGB(A) channel axis (level 0 of a pyramid)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)
+    from ...engine.source import level0
+
+    shape = tuple(int(s) for s in level0(layer.data, bool(layer.multiscale)).shape)
     return shape[:-1] if layer.rgb else shape
 
 
