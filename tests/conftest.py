@@ -133,3 +133,30 @@ def tiny_unsamv2_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny_unsamv2.pt"
     return save_checkpoint(unsamv2_state_dict(build_unsamv2("granseg_tiny.yaml")), path)
+
+
+# One LocalCluster (one worker process on 127.0.0.1, started by a dask nanny as on a GPU box) for every test
+# that runs a model remotely. Its torch uses one thread (dask sets OMP_NUM_THREADS=1 in workers), so local
+# reference results are computed with one thread too (``one_thread``).
+@pytest.fixture(scope="session")
+def cluster():
+    from dask.distributed import LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                           dashboard_address=None)
+    yield cluster
+    from napari_granseg import remote
+
+    remote.close_all()
+    cluster.close()
+
+
+@pytest.fixture
+def one_thread():
+    """Local computations with one torch thread, like the worker (identical float reductions)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -1,4 +1,5 @@
-"""One LocalCluster (one worker process on 127.0.0.1) for every remote test, and what to compare it with.
+"""What the remote tests compare with; the LocalCluster itself (``cluster``) and ``one_thread`` are in
+tests/conftest.py (the interactive session's tests use them too).
 
 The worker is a separate process started by a dask nanny, exactly as on a GPU box, so the actors, the packing
 and the failure paths run for real. Its torch uses one thread (dask sets OMP_NUM_THREADS=1 in workers), so
@@ -12,34 +13,10 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def cluster():
-    from dask.distributed import LocalCluster
-
-    cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
-                           dashboard_address=None)
-    yield cluster
-    from napari_granseg import remote
-
-    remote.close_all()
-    cluster.close()
-
-
-@pytest.fixture(scope="session")
 def session(cluster):
     from napari_granseg import remote
 
     return remote.connect(cluster.scheduler_address, timeout=30)
-
-
-@pytest.fixture
-def one_thread():
-    """Local computations with one torch thread, like the worker (identical float reductions)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

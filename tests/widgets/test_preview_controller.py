@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_granseg.widgets._preview import SWEEP_G, PreviewController, PreviewRequest, PreviewResult
+from napari_granseg.widgets.interactive.preview import SWEEP_G, PreviewController, PreviewRequest, PreviewResult
 
 
 class FakeTimer:

@@ -11,9 +11,9 @@ pytest.importorskip("napari")
 
 from napari.layers import Labels  # noqa: E402
 
-from napari_granseg.widgets._prompt_layers import scribble_points  # noqa: E402
-from napari_granseg.widgets._stack_actions import (embed_job, propagation_job, write_object,  # noqa: E402
-                                                   write_propagation)
+from napari_granseg.widgets.interactive.jobs import embed_job, propagation_job  # noqa: E402
+from napari_granseg.widgets.interactive.prompt_layers import scribble_points  # noqa: E402
+from napari_granseg.widgets.interactive.writes import write_object, write_propagation  # noqa: E402
 from napari_granseg.widgets._tasks import Progress  # noqa: E402
 
 

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...engine.channels import MAX_CHANNELS
+
 __all__ = ["ChannelChoice", "channel_choices", "read_model_image", "level0", "SCALE_TIP", "TILE_TIP", "CHANNELS_TIP"]
 
-MAX_CHANNELS = 5
 
 SCALE_TIP = ("what the model sees of an image larger than its input (1024 px, demo 256 px):\n"
              "tile: windows at the image's own pixel scale - small objects (cells in a 4k frame, a stitched "
@@ -54,7 +55,9 @@ class ChannelChoice:
 
 def level0(layer):
     """A layer's full-resolution data (level 0 of a multiscale / OME-Zarr layer), never read here."""
-    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+    from ...engine.source import level0 as data_level0
+
+    return data_level0(layer.data, bool(layer.multiscale))
 
 
 def _shape(layer) -> tuple[int, ...]:
@@ -63,7 +66,7 @@ def _shape(layer) -> tuple[int, ...]:
 
 def channel_choices(layer, others=()) -> list[ChannelChoice]:
     """The entries of the channels box for ``layer``; ``others``: the viewer's other Image layers."""
-    if getattr(layer, "rgb", False):
+    if layer.rgb:
         return [ChannelChoice("RGB image")]
     shape = _shape(layer)
     if len(shape) == 3 and 2 <= shape[0] <= MAX_CHANNELS:
@@ -75,7 +78,7 @@ def channel_choices(layer, others=()) -> list[ChannelChoice]:
         return out
     out = [ChannelChoice("this layer")]
     if len(shape) == 2:
-        same = [o.name for o in others if o.name != layer.name and not getattr(o, "rgb", False)
+        same = [o.name for o in others if o.name != layer.name and not o.rgb
                 and _shape(o) == shape]
         if same:
             out.append(ChannelChoice("composite: " + " + ".join([layer.name] + same[:2]), "layers",
@@ -89,7 +92,7 @@ def read_model_image(choice: ChannelChoice | None, slice_data, full_data=None, l
     slice_data: the slice shown (array-like); full_data: the whole (C, H, W) layer ("axis");
     layer_data: the 2D arrays of the composite's layers ("layers").
     """
-    from ..engine.channels import select_channels
+    from ...engine.channels import select_channels
 
     if choice is None or choice.kind == "image":
         return np.asarray(slice_data)

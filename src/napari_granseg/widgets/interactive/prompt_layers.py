@@ -15,10 +15,11 @@ Prompts on the displayed slice are read back as model input with :meth:`PromptLa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
+
+from .ports import Prompts
 
 __all__ = ["PromptLayers", "Prompts", "POINTS_NAME", "SHAPES_NAME", "MODES", "POSITIVE_COLOR",
            "NEGATIVE_COLOR", "scribble_points", "unwrap"]
@@ -40,24 +41,15 @@ def unwrap(obj: Any) -> Any:
 
 def spatial_shape(layer) -> tuple[int, ...]:
     """Shape of an Image layer without the RGB(A) channel axis (level 0 of a pyramid)."""
-    data = layer.data[0] if getattr(layer, "multiscale", False) else layer.data
-    shape = tuple(int(s) for s in data.shape)
+    from ...engine.source import level0
+
+    shape = tuple(int(s) for s in level0(layer.data, bool(layer.multiscale)).shape)
     return shape[:-1] if layer.rgb else shape
-
-
-@dataclass
-class Prompts:
-    """Model input read from the prompt layers for one slice."""
-
-    points_xy: np.ndarray            # (N, 2) float32 (x, y)
-    point_labels: np.ndarray         # (N,) int32 1/0
-    box: np.ndarray | None           # (4,) x0, y0, x1, y1 of the newest rectangle, or None
-    n_outside: int = 0               # points outside the image, ignored
 
 
 def scribble_points(vertices_rc: np.ndarray, n_max: int = SCRIBBLE_POINTS) -> np.ndarray:
     """Up to ``n_max`` (row, col) points spread evenly along a polyline (a scribble), its ends included."""
-    from ..engine.prompts import sample_polyline
+    from ...engine.prompts import sample_polyline
 
     v = np.asarray(vertices_rc, float).reshape(-1, 2)
     length = float(np.linalg.norm(np.diff(v, axis=0), axis=1).sum()) if len(v) > 1 else 0.0

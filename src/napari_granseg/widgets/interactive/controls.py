@@ -10,35 +10,10 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QProgressBar,
                             QPushButton, QSizePolicy, QSpinBox, QVBoxLayout)
 
-from ._common import steady_combo
+from .._common import steady_combo
+from .shortcuts import shortcuts_text
 
-__all__ = ["SHORTCUTS", "shortcuts_text", "build_ui"]
-
-G_STEP = 0.05
-
-#: (key as napari writes it, action, description). Bound on the prompt layers (active while clicking).
-SHORTCUTS: tuple[tuple[str, str, str], ...] = (
-    ("Shift+click", "", "negative click (in the prompts layer's add mode)"),
-    ("C", "commit", "commit the preview as a new label (then start the next object)"),
-    ("N", "next_object", "next object: discard the current prompts and preview"),
-    ("T", "toggle_negative", "toggle negative clicks"),
-    (".", "granularity_up", f"granularity + {G_STEP}"),
-    (",", "granularity_down", f"granularity - {G_STEP}"),
-    ("K", "mode_click", "click mode: clicks are point prompts"),
-    ("B", "mode_box", "box mode: drag a rectangle around the object"),
-    ("D", "mode_scribble", "scribble mode: draw a line over the object"),
-    ("R", "run", "run the prompts placed so far (when the live preview is off)"),
-    ("Shift+P", "propagate", "propagate the last committed object through the stack"),
-    ("Control+Z", "undo", "undo the last commit/propagation (in the target labels layer)"),
-    ("Control+Shift+Z", "redo", "redo"),
-)
-
-
-def shortcuts_text() -> str:
-    """The shortcut list shown in the help panel (and docs/widgets.md)."""
-    return "Shortcuts (while a granseg prompt layer is selected):\n" + "\n".join(
-        f"  {k}: {d}" for k, _, d in SHORTCUTS)
-
+__all__ = ["build_ui"]
 
 def _button(text: str, tip: str, checkable: bool = False) -> QPushButton:
     b = QPushButton(text)
@@ -88,7 +63,7 @@ def build_ui(w) -> None:
     row.addWidget(w.precision_combo)
     row.addWidget(w.load_button)
     form.addRow("Model", row)
-    from ._compute import ComputeSetting
+    from .._compute import ComputeSetting
 
     w.compute = ComputeSetting(on_change=w._compute_changed, on_error=w._compute_failed)
     form.addRow("Compute", w.compute.row)
@@ -97,7 +72,7 @@ def build_ui(w) -> None:
     w.model_label.setToolTip("the model in use and its device")
     form.addRow("", w.model_label)
 
-    from ._image_source import CHANNELS_TIP, SCALE_TIP, TILE_TIP
+    from .image_source import CHANNELS_TIP, SCALE_TIP, TILE_TIP
 
     w.scale_combo = QComboBox()
     w.scale_combo.addItems(["auto", "tile", "downscale"])
