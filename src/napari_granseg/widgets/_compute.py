@@ -26,7 +26,7 @@ import logging
 from typing import Any, Callable
 
 __all__ = ["LOCAL", "COMPUTE_TIP", "ComputeSetting", "make_predictor", "make_fewshot", "is_compute_error",
-           "compute_error_text"]
+           "compute_error_text", "LocalBackend", "resolve_where", "where_text", "open_predictor", "open_fewshot"]
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +37,15 @@ COMPUTE_TIP = ("where the model runs: 'this machine', or the address of a dask s
                "Plain tcp:// to another machine is refused: anyone reaching that port could run code there")
 
 
+#: the errors of a refused address or an unreachable/lost worker, named rather than imported (the remote
+#: package imports dask: telling them apart must not import it on napari's GUI thread)
+_COMPUTE_ERRORS = frozenset({"RemoteError", "InsecureAddressError"})
+
+
 def is_compute_error(exc: BaseException) -> bool:
     """True for a refused address or an unreachable/lost worker (a message for the user, not a bug)."""
-    import sys
-
-    remote = sys.modules.get("napari_granseg.remote.calls")
-    addresses = sys.modules.get("napari_granseg.remote.addresses")
-    kinds = tuple(k for k in (getattr(remote, "RemoteError", None), getattr(addresses, "InsecureAddressError", None))
-                  if isinstance(k, type))
-    return bool(kinds) and isinstance(exc, kinds)
+    return any(cls.__module__.startswith("napari_granseg.remote") and cls.__qualname__ in _COMPUTE_ERRORS
+               for cls in type(exc).__mro__)
 
 
 def compute_error_text(exc: BaseException) -> str:
@@ -63,37 +63,81 @@ def _model_name(model: Any) -> Any:
 def make_predictor(model: Any, precision: str = "auto", session=None, cache_size: int = 8):
     """A predictor for ``model`` (a LoadedModel here; a zoo name, a worker path or None for the worker's
     default there). Call it in a worker thread."""
+    from ._common import quiet_model_build
+
     if session is None:
         from ..engine.interactive import GranularityPredictor
 
-        return GranularityPredictor(model, cache_size=cache_size, precision=precision)
+        with quiet_model_build():
+            return GranularityPredictor(model, cache_size=cache_size, precision=precision)
     return session.predictor(_model_name(model), precision=precision)
 
 
 def make_fewshot(model: Any, session=None, **kwargs):
     """A few-shot segmenter for ``model`` here (``FewShotSegmenter(model, **kwargs)``) or on the worker
     (``session.fewshot(name, **kwargs)``). Call it in a worker thread."""
+    from ._common import quiet_model_build
+
     if session is None:
         from ..engine.fewshot import FewShotSegmenter
 
-        return FewShotSegmenter(model, **kwargs)
+        with quiet_model_build():
+            return FewShotSegmenter(model, **kwargs)
     return session.fewshot(_model_name(model), **kwargs)
 
 
-class _Failed:
-    """An exception handed back as a value (napari shows a worker's raised exceptions as error dialogs)."""
+class LocalBackend:
+    """This machine, with the calls a ``remote.RemoteSession`` offers for a GPU worker (the job bodies call
+    either without knowing which): models given by name load once per process, predictors are shared."""
 
-    def __init__(self, exc: BaseException):
-        self.exc = exc
+    address = LOCAL
+
+    def predictor(self, model: Any = None, precision: str = "auto"):
+        from ..api import get_predictor
+        from ._common import quiet_model_build
+
+        with quiet_model_build():
+            return get_predictor(model, precision=precision)
+
+    def fewshot(self, model: Any = None, **kwargs):
+        from ..engine.fewshot import FewShotSegmenter
+        from ._common import quiet_model_build
+
+        with quiet_model_build():
+            return FewShotSegmenter(model, **kwargs)
+
+    def segment_everything(self, image, granularity=0.5, model: Any = None, progress=None, cancel=None,
+                           **settings):
+        from ..api import segment_everything
+
+        return segment_everything(image, granularity, model=model, progress=progress, cancel=cancel, **settings)
+
+
+def resolve_where(where) -> Any:
+    """The backend of ``where``: :class:`LocalBackend` for None, else the connected session itself."""
+    return LocalBackend() if where is None else where
+
+
+def where_text(where) -> str:
+    """Where the work runs, in words: "this machine" or the worker's address."""
+    return LOCAL if where is None else str(where.address)
+
+
+def open_predictor(model: Any, precision: str = "auto", where=None):
+    """The shared predictor of ``model`` at ``precision`` here, or one on the worker (a LoadedModel travels by
+    its zoo name). Call it off the GUI thread."""
+    return resolve_where(where).predictor(_model_name(model) if where is not None else model, precision=precision)
+
+
+def open_fewshot(model: Any, where=None, **kwargs):
+    """A few-shot segmenter for ``model`` here or on the worker. Call it off the GUI thread."""
+    return resolve_where(where).fewshot(_model_name(model) if where is not None else model, **kwargs)
 
 
 def _connect(text: str):
     from .. import remote
 
-    try:
-        return remote.connect(text)
-    except Exception as exc:  # noqa: BLE001 - shown by ComputeSetting._failed
-        return _Failed(exc)
+    return remote.connect(text)
 
 
 class ComputeSetting:
@@ -103,7 +147,10 @@ class ComputeSetting:
                  on_error: Callable[[str], None] | None = None):
         from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QWidget
 
+        from ._tasks import BackgroundTask
+
         self.on_change, self.on_error = on_change, on_error
+        self._task = BackgroundTask(context="Connecting")
         self.session = None
         self.connecting = False
         self.last_error = ""
@@ -136,18 +183,11 @@ class ComputeSetting:
             self.session = None
             self._changed()
             return
-        from napari.qt.threading import create_worker
-
         self.connecting = True
         self.connect_button.setEnabled(False)
-        worker = create_worker(_connect, text, _start_thread=False)
-        worker.returned.connect(self._connected)
-        worker.start()
+        self._task.start(lambda _is_cancelled: _connect(text), on_done=self._connected, on_error=self._failed)
 
     def _connected(self, session) -> None:
-        if isinstance(session, _Failed):
-            self._failed(session.exc)
-            return
         self.connecting = False
         self.connect_button.setEnabled(True)
         self.session = session
