@@ -34,9 +34,15 @@ _LAZY = {
     "run_stack": "napari_granseg.batch",
     "Job": "napari_granseg.batch",
     "ModelRef": "napari_granseg.batch",
+    "ImagePlan": "napari_granseg.engine.source",
+    "open_predictor": "napari_granseg.compute",
+    "open_fewshot": "napari_granseg.compute",
+    "Local": "napari_granseg.compute",
 }
+#: submodules reachable as attributes without an import (``gs.compute.open_predictor(...)``)
+_SUBMODULES = ("compute", "remote")
 
-__all__ = sorted(_LAZY)
+__all__ = sorted(_LAZY) + list(_SUBMODULES)
 
 
 def __getattr__(name: str) -> Any:
@@ -45,8 +51,10 @@ def __getattr__(name: str) -> Any:
         value = getattr(import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in _SUBMODULES:
+        return import_module(f"napari_granseg.{name}")
     raise AttributeError(f"module 'napari_granseg' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_SUBMODULES))

@@ -30,8 +30,7 @@ from .downloads import ModelDownloadError, download_checkpoint, min_bytes, verif
 from .loading import build_model
 from .models.loaded import LoadedModel
 
-__all__ = ["ModelSpec", "ZOO", "cache_dir", "checkpoint_path", "fetch_checkpoint", "load_model",
-           "default_model_name", "ModelDownloadError", "list_models", "KINDS", "model_status"]
+__all__ = ["ModelSpec", "ZOO", "cache_dir", "checkpoint_path", "fetch_checkpoint", "load_model", "default_model_name", "ModelDownloadError", "list_models", "KINDS", "model_status"]
 
 log = logging.getLogger(__name__)
 KINDS = ("unsamv2", "sam2", "sansa")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from napari_granseg import remote
-from napari_granseg.remote.wire import image_digest, pack_array, pack_mask, unpack_array
+from napari_granseg.remote.client.wire import image_digest, pack_array, pack_mask, unpack_array
 
 
 def test_masks_and_arrays_round_trip_exactly_and_masks_pack_small():
@@ -154,7 +154,7 @@ def test_latest_only_discards_the_waiting_value_on_request():
 
 
 def test_version_differences_name_each_package_and_side():
-    from napari_granseg.remote.versions import local_versions, version_differences
+    from napari_granseg.remote.client.versions import local_versions, version_differences
 
     here = local_versions()
     assert here["python"].count(".") == 1 and here["napari-granseg"]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..devices import PRECISIONS
+from ..model_store import ModelRef
 from .inputs import expand_inputs, file_stamp
 
 __all__ = ["MODES", "SCALES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint", "reference_pairs", "jsonable"]
@@ -22,44 +23,6 @@ MODES = ("whole", "prompts", "fewshot")
 #: Bumped when the meaning of a fingerprint changes, so older outputs are recomputed instead of trusted.
 FORMAT_VERSION = 3
 SCALES = ("auto", "tile", "downscale")
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which model to load, by name or path (never the model itself: workers load it).
-
-    name: a zoo name, a checkpoint path, or None (the best cached model of the mode's kind, else the demo;
-    with ``kind`` given and no name: random weights, for tests only, not reproducible across processes).
-    """
-
-    name: str | None = None
-    kind: str | None = None
-    config: str | None = None
-    device: str = "auto"
-    base_checkpoint: str | None = None
-
-    def resolved(self, mode: str = "whole") -> "ModelRef":
-        """Fix the default model now (on the client), so every worker and the fingerprint agree on it."""
-        if self.name is not None or self.kind is not None:
-            if self.name is not None and Path(self.name).expanduser().is_file():
-                return ModelRef(str(Path(self.name).expanduser().resolve()), self.kind, self.config, self.device,
-                                self.base_checkpoint)
-            return self
-        from ..zoo import default_model_name
-
-        return ModelRef(default_model_name("sansa" if mode == "fewshot" else "unsamv2"), None, self.config,
-                        self.device, self.base_checkpoint)
-
-    def key(self) -> tuple:
-        return (self.name, self.kind, self.config, self.device, self.base_checkpoint)
-
-    def load(self):
-        """Load the model (no cache; see :func:`napari_granseg.batch.worker.worker_model`)."""
-        from ..zoo import ZOO, load_model
-
-        named = self.name is not None and self.name in ZOO
-        return load_model(self.name, kind=None if named else self.kind, config=self.config, device=self.device,
-                          base_checkpoint=self.base_checkpoint)
 
 
 @dataclass

@@ -25,17 +25,14 @@ from .prompts import Prompt, objects_as_clicks
 __all__ = ["channels_needed_message", "worker_model", "preload", "segment_image", "segment_with_prompts", "process_item", "process_slice"]
 
 _lock = threading.Lock()
-_MODELS: dict[tuple, Any] = {}
 _FEWSHOT: dict[tuple, "_ClassStream"] = {}
 
 
 def worker_model(ref: ModelRef):
-    """The model of ``ref`` in this process, loaded once (one model per worker process)."""
-    key = ref.key()
-    with _lock:
-        if key not in _MODELS:
-            _MODELS[key] = ref.load()
-        return _MODELS[key]
+    """The model of ``ref`` in this process, loaded once (one model per worker process: ``zoo.cached_model``)."""
+    from ..model_store import cached_model
+
+    return cached_model(ref)
 
 
 # ------------------------------------------------------------------------------------------------ engines

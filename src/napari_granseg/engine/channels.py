@@ -20,7 +20,7 @@ import numpy as np
 
 from .normalize import ImageShapeError, intensity_range
 
-__all__ = ["ChannelError", "select_channels", "channel_axis_of", "MAX_CHANNELS"]
+__all__ = ["ChannelError", "select_channels", "channel_axis_of", "parse_channels", "MAX_CHANNELS"]
 
 MAX_CHANNELS = 5
 Channels = int | Sequence[int] | None
@@ -46,6 +46,29 @@ def channel_axis_of(shape: Sequence[int], channel_axis: int | None = None) -> in
     if 2 <= shape[0] <= MAX_CHANNELS:
         return 0
     return None
+
+
+def parse_channels(text: str | None, control: str = "channels") -> int | tuple[int, ...] | None:
+    """A channel choice typed as text: '' or None -> None, '1' -> 1, '0, 2' (or '0,2', '0;2') -> (0, 2).
+
+    ``control`` names where it was typed (the widget's "channels" box, the CLI's "--channels") in the
+    ValueError, which says what to type.
+    """
+    if text is None:
+        return None
+    parts = [p.strip() for p in str(text).replace(";", ",").split(",") if p.strip()]
+    if not parts:
+        return None
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"{control} {text!r}: give one channel index (e.g. {control} 1) or up to three for a "
+                         f"composite (e.g. {control} 0,2); leave it empty for a gray or RGB image") from None
+    if len(values) > 3:
+        raise ValueError(f"{control} {text!r}: at most three channels make a composite (red, green, blue)")
+    if any(v < 0 for v in values):
+        raise ValueError(f"{control} {text!r}: channel indices start at 0")
+    return values[0] if len(values) == 1 else values
 
 
 def _scaled(channel: np.ndarray, value_range: tuple[float, float] | None) -> np.ndarray:

@@ -21,6 +21,7 @@ from ..devices import autocast_dtype, check_precision, precision_context
 from .episode import Features, build_memory, encode_frames, memory_banks, segment_with_banks
 from .fewshot_input import FewShotError, preprocess_image, preprocess_mask, reference_prompt, upsample_logits
 from .normalize import ImageShapeError, check_image, check_intensity
+from .prompts import remote_hint
 
 __all__ = ["FewShotSegmenter", "FewShotResult", "FewShotError", "Reference"]
 
@@ -67,21 +68,16 @@ class FewShotSegmenter:
     Any number of references counts: beyond 7 (SAM 2's memory size) they are split into memory banks that
     share the first reference, and the banks' logits are averaged (``engine.episode``).
 
+    It implements :class:`~napari_granseg.engine.protocols.FewShot`; on a GPU machine open it through
+    ``napari_granseg.compute.open_fewshot(model, where=ADDRESS)`` (docs/remote.md).
+
     >>> fs = FewShotSegmenter(model); fs.add_reference(img0, mask=m0); res = fs.segment(img5)
     """
 
-    def __new__(cls, model=None, *args, scheduler=None, **kwargs):
-        """``scheduler=ADDRESS`` gives the same segmenter running on a remote GPU worker (docs/remote.md)."""
-        if scheduler is not None:
-            from ..remote import session_for
-
-            if args:
-                raise TypeError("with scheduler=, pass the segmenter's settings by name (image_size=...)")
-            return session_for(scheduler).fewshot(model, **kwargs)
-        return super().__new__(cls)
-
     def __init__(self, model: Any, image_size: int | None = 640, precision: str = "auto",
                  intensity_range: tuple[float, float] | None = None, scheduler=None):
+        if scheduler is not None:
+            raise TypeError(remote_hint("FewShotSegmenter", "open_fewshot", scheduler))
         module = getattr(model, "module", model)
         kind = getattr(model, "kind", "sansa")
         if kind != "sansa" or not hasattr(module, "sam"):

@@ -20,7 +20,7 @@ from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
 from .embeddings import DEFAULT_MAX_BYTES, EmbeddingCache, image_key, model_fingerprint
 from .normalize import DEFAULT_PERCENTILES, check_image, check_intensity, intensity_range, model_input
-from .prompts import PromptError, as_box, as_granularities, as_points
+from .prompts import PromptError, as_box, as_granularities, as_points, remote_hint
 
 __all__ = ["GranularityPredictor", "PromptError"]
 
@@ -51,25 +51,20 @@ class GranularityPredictor(SAM2ImagePredictor):
         range to :meth:`set_image` instead.
     max_hole_area, max_sprinkle_area: sam2's mask post-processing (0 = off, as sam2's default).
 
+    It implements :class:`~napari_granseg.engine.protocols.Predictor`. To run it on a GPU machine, open it
+    through ``napari_granseg.compute.open_predictor(model, where=ADDRESS)`` (docs/remote.md): same calls, same
+    masks.
+
     ``lock`` (an RLock) is held by :meth:`set_image` and :meth:`predict`; hold it yourself around a
     ``set_image`` + ``predict`` pair when several threads (console, widget worker, batch) share the predictor.
     """
-
-    def __new__(cls, model=None, *args, scheduler=None, **kwargs):
-        """``scheduler=ADDRESS`` gives the same predictor running on a remote GPU worker (docs/remote.md):
-        a :class:`napari_granseg.remote.proxies.RemotePredictor` with the same calls and results."""
-        if scheduler is not None:
-            from ..remote import session_for
-
-            if args:
-                raise TypeError("with scheduler=, pass the predictor's settings by name (precision=...)")
-            return session_for(scheduler).predictor(model, **kwargs)
-        return super().__new__(cls)
 
     def __init__(self, model: LoadedModel | torch.nn.Module, precision: str = "auto", mask_threshold: float = 0.0,
                  cache_size: int = 8, disk_cache_dir=None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
                  percentiles: tuple[float, float] | None = DEFAULT_PERCENTILES,
                  max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, scheduler=None):
+        if scheduler is not None:
+            raise TypeError(remote_hint("GranularityPredictor", "open_predictor", scheduler))
         self.loaded = model if isinstance(model, LoadedModel) else None
         module = model.module if isinstance(model, LoadedModel) else model
         if not hasattr(module, "forward_image"):
@@ -90,6 +85,11 @@ class GranularityPredictor(SAM2ImagePredictor):
         self.batch_granularities: bool | None = None
         config = self.loaded.config if self.loaded else type(module).__name__
         self._model_tag = f"{config}:{model_fingerprint(module)}"
+
+    @property
+    def image_size(self) -> int:
+        """The model's square input in pixels (1024 for the released models, 256 for the demo)."""
+        return int(self.model.image_size)
 
     @property
     def has_granularity(self) -> bool:

@@ -135,3 +135,11 @@ def sample_polyline(vertices: np.ndarray, n: int, closed: bool = False) -> np.nd
         return pts[:1]
     at = np.linspace(0.0, cum[-1], n, endpoint=not closed)
     return np.stack([np.interp(at, cum, pts[:, 0]), np.interp(at, cum, pts[:, 1])], axis=1)
+
+
+def remote_hint(cls_name: str, opener: str, scheduler) -> str:
+    """The message for ``GranularityPredictor(..., scheduler=...)``: the engine classes run here; where they run
+    is chosen when they are opened (``napari_granseg.compute``), which returns the same interface."""
+    return (f"{cls_name} runs on this machine; for a GPU worker at {scheduler!r} open it with "
+            f"napari_granseg.compute.{opener}(model, where={scheduler!r}) (same calls, same results; "
+            f"docs/remote.md)")

@@ -131,14 +131,15 @@ def _pad_square(crop: np.ndarray, tile: int, fill: float) -> np.ndarray:
 class TiledPredictor:
     """A :class:`~napari_granseg.engine.interactive.GranularityPredictor` at the image's own pixel scale.
 
-    Same ``set_image`` / ``predict`` as the predictor (coordinates (x, y) in full-image pixels); masks come
+    Same ``set_image`` / ``predict`` as the predictor (coordinates (x, y) in full-image pixels; it implements
+    :class:`~napari_granseg.engine.protocols.Predictor` around any predictor, local or remote); masks come
     back at the full image size. ``low_res_logits`` are those of the tile used (:attr:`last_window`), so feed
     them back only for prompts answered in the same tile.
     """
 
     def __init__(self, predictor, tile: int | None = None, overlap: int | None = None):
         self.predictor = predictor
-        self.tile = int(tile or predictor.model.image_size)
+        self.tile = int(tile or predictor.image_size)
         self.overlap = default_overlap(self.tile) if overlap is None else int(overlap)
         tile_windows((self.tile, self.tile), self.tile, self.overlap)  # validates tile and overlap
         self._image: np.ndarray | None = None
@@ -155,18 +156,40 @@ class TiledPredictor:
     def mask_threshold(self) -> float:
         return self.predictor.mask_threshold
 
+    @property
+    def image_size(self) -> int:
+        return self.predictor.image_size
+
+    @property
+    def precision(self) -> str:
+        return self.predictor.precision
+
+    @property
+    def lock(self):
+        return self.predictor.lock
+
+    @staticmethod
+    def _range_of(image: np.ndarray, intensity) -> tuple[tuple[float, float] | None, float]:
+        """(the one intensity range of every tile, the padding value): uint8 keeps its natural range."""
+        if image.dtype == np.uint8 and intensity is None:
+            return None, 0.0
+        value = tuple(intensity) if intensity is not None else intensity_range(image)
+        return value, value[0]
+
     def set_image(self, image: np.ndarray, intensity: tuple[float, float] | None = None) -> None:
         """Remember ``image`` and its intensity range; tiles are embedded on demand (or by :meth:`embed_all`)."""
         image = check_image(image)
         self._image = image
-        if image.dtype == np.uint8 and intensity is None:
-            self._range = None
-            self._fill = 0.0
-        else:
-            self._range = tuple(intensity) if intensity is not None else intensity_range(image)
-            self._fill = self._range[0]
+        self._range, self._fill = self._range_of(image, intensity)
         self.windows = tile_windows(image.shape[:2], self.tile, self.overlap)
         self.last_window = None
+
+    def is_cached(self, image: np.ndarray, intensity: tuple[float, float] | None = None) -> bool:
+        """True when every grid tile of ``image`` is embedded already (a click then costs only the decoder)."""
+        image = check_image(image)
+        value, fill = self._range_of(image, intensity)
+        return all(self.predictor.is_cached(_pad_square(image[win.slices], self.tile, fill), intensity=value)
+                   for win in tile_windows(image.shape[:2], self.tile, self.overlap))
 
     def _require_image(self) -> np.ndarray:
         if self._image is None:

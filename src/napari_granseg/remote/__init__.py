@@ -8,15 +8,19 @@
     labels = session.segment_everything(image, granularity=0.5)              # = gs.segment_everything
     fs = session.fewshot("sansa-universal"); fs.add_reference(img, mask=m); fs.segment(target)
 
-The model lives on the worker (loaded there by name or path), images travel once, masks come back packed,
-and a lost worker raises :class:`RemoteError` without touching anything on this machine.
+Two halves: :mod:`.client` (this machine: the session, the calls with liveness checks, the proxies that
+implement ``engine.protocols`` and the wire format) and :mod:`.server` (the dask actors on the worker, which
+run the same engines and calls as this machine). The client never imports the server; it names the actor
+classes and dask builds them on the worker. The model lives on the worker (loaded there by name or path),
+images travel once, masks come back packed, and a lost worker raises :class:`RemoteError` without touching
+anything on this machine. ``napari_granseg.compute.open_predictor(..., where=...)`` is the usual door.
 """
 from __future__ import annotations
 
-from .addresses import InsecureAddressError, check_address, is_loopback_address
-from .calls import RemoteError
-from .latest import LatestOnly
-from .session import RemoteSession, close_all, connect, model_spec, session_for
+from .client.addresses import InsecureAddressError, check_address, is_loopback_address
+from .client.calls import RemoteError
+from .client.latest import LatestOnly
+from .client.session import RemoteSession, close_all, connect, model_spec, session_for
 
 __all__ = ["connect", "session_for", "RemoteSession", "RemotePredictor", "RemoteFewShotSegmenter", "RemoteError",
            "InsecureAddressError", "LatestOnly", "check_address", "is_loopback_address", "close_all", "model_spec"]
@@ -24,7 +28,7 @@ __all__ = ["connect", "session_for", "RemoteSession", "RemotePredictor", "Remote
 
 def __getattr__(name: str):
     if name in ("RemotePredictor", "RemoteFewShotSegmenter"):
-        from . import proxies
+        from .client import proxies
 
         return getattr(proxies, name)
     raise AttributeError(f"module 'napari_granseg.remote' has no attribute {name!r}")

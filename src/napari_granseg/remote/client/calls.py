@@ -8,16 +8,17 @@ killed worker or a dropped network is reported within 1.5 x ``timeout`` seconds.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from .actors import Missing
-from .wire import image_digest, pack_array, payload_bytes
+from .wire import Missing, image_digest, pack_array, payload_bytes
 
-__all__ = ["RemoteError", "ActorHandle", "is_connection_error"]
+__all__ = ["RemoteError", "ActorClass", "ActorHandle", "is_connection_error"]
 
 #: how often a waiting call looks at its result, progress and cancel flag (seconds)
 POLL_S = 0.05
@@ -47,10 +48,30 @@ def _cancelled(cancel) -> bool:
     return bool(cancel.is_set() if hasattr(cancel, "is_set") else cancel())
 
 
+@dataclass(frozen=True)
+class ActorClass:
+    """A class of the server half (``remote.server``), named by its import path ``"module:Class"``.
+
+    Why a name and not the class: the server half may use the API and the engines, and the API reaches this
+    client half through ``compute``; importing the server here would close that loop. dask builds the actor
+    on the worker by calling this object there, which imports the class in the worker's process.
+    """
+
+    path: str
+
+    @property
+    def __name__(self) -> str:  # dask names the task after it
+        return self.path.rpartition(":")[2]
+
+    def __call__(self, *args: Any) -> Any:
+        module, _, name = self.path.partition(":")
+        return getattr(importlib.import_module(module), name)(*args)
+
+
 class ActorHandle:
     """A live actor of class ``cls`` on a worker of ``session``; dead for good after a lost connection."""
 
-    def __init__(self, session, cls: type, *args: Any):
+    def __init__(self, session, cls: ActorClass, *args: Any):
         self.session = session
         self.cls_name = cls.__name__
         self.dead = False

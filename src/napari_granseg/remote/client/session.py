@@ -32,7 +32,7 @@ def model_spec(model: Any = None, kind: str | None = "unsamv2", config: str | No
     sent by its name, any other one is refused with what to pass instead. None: the worker's default model
     (a real checkpoint in its cache, else the demo).
     """
-    from ..zoo import ZOO
+    from ...zoo import ZOO
 
     if model is not None and not isinstance(model, (str, os.PathLike)):
         name = getattr(model, "name", None)

@@ -18,17 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from .wire import Packed, pack_array, pack_mask, unpack_array
+from ..client.wire import Missing, Packed, pack_array, pack_mask, unpack_array
 
-__all__ = ["GranularityActor", "FewShotActor", "Missing"]
+__all__ = ["GranularityActor", "FewShotActor"]
 
 #: images (and stacks) kept per actor, newest first out; the newest one always stays
 MAX_IMAGES = 4
 MAX_IMAGE_BYTES = 4 * 2**30
-
-
-class Missing(dict):
-    """Reply meaning "I do not hold the image with this key: send its pixels" (the client resends once)."""
 
 
 class _ActorBase:
@@ -37,15 +33,14 @@ class _ActorBase:
     mode = "whole"
 
     def __init__(self, model: dict, torch_threads: int | None = None):
-        from ..batch.job import ModelRef
-        from ..batch.worker import worker_model
+        from ...model_store import ModelRef, cached_model
 
         if torch_threads:
             import torch
 
             torch.set_num_threads(int(torch_threads))
         self._ref = ModelRef(**model).resolved(self.mode)
-        self._loaded = worker_model(self._ref)
+        self._loaded = cached_model(self._ref)
         self._images: OrderedDict[str, np.ndarray] = OrderedDict()
         self._progress: dict[str, tuple[int, int]] = {}
         self._cancelled: set[str] = set()
@@ -107,13 +102,20 @@ class GranularityActor(_ActorBase):
 
     def __init__(self, model: dict, predictor_kwargs: dict | None = None, torch_threads: int | None = None):
         super().__init__(model, torch_threads)
-        from ..engine.interactive import GranularityPredictor
+        from ...engine.interactive import GranularityPredictor
 
         self._predictor = GranularityPredictor(self._loaded, **(predictor_kwargs or {}))
 
     def predictor_info(self) -> dict:
-        return {**self.info(), "has_granularity": bool(self._predictor.has_granularity),
-                "mask_threshold": float(self._predictor.mask_threshold)}
+        pred = self._predictor
+        return {**self.info(), "has_granularity": bool(pred.has_granularity),
+                "mask_threshold": float(pred.mask_threshold), "image_size": int(pred.image_size),
+                "precision": str(pred.precision)}
+
+    def is_cached(self, key: str, intensity: Any) -> bool:
+        """Whether ``set_image`` of the image held under ``key`` would skip the encoder (False: not held)."""
+        image = self._images.get(key)
+        return image is not None and bool(self._predictor.is_cached(image, intensity))
 
     def set_image(self, key: str, payload: Packed | None, kwargs: dict) -> dict:
         image = self._image(key, payload)
@@ -136,7 +138,7 @@ class GranularityActor(_ActorBase):
     def segment(self, key: str, payload: Packed | None, points: list, granularity: Any, labels: Any,
                 kwargs: dict) -> dict:
         """``gs.segment`` itself, on this worker's model (same labels as on the laptop)."""
-        from ..api import segment
+        from ...api import segment
 
         image = self._image(key, payload)
         if image is None:
@@ -147,8 +149,8 @@ class GranularityActor(_ActorBase):
     def segment_everything(self, job: str, key: str, payload: Packed | None, granularity: Any,
                            settings: dict, stack: bool = False) -> dict:
         """``gs.segment_everything`` (or the engine's stack form) with progress and cancel for the client."""
-        from ..api import get_predictor, segment_everything
-        from ..engine.automatic import segment_everything_stack
+        from ...api import get_predictor, segment_everything
+        from ...engine.automatic import segment_everything_stack
 
         image = self._image(key, payload)
         if image is None:
@@ -172,7 +174,7 @@ class GranularityActor(_ActorBase):
     def propagate(self, job: str, key: str, payload: Packed | None, prompts: list[dict], granularity: Any,
                   kwargs: dict) -> dict:
         """``gs.propagate`` through the stack held under ``key``; prompts are ObjectPrompt fields."""
-        from ..engine.propagate import ObjectPrompt, propagate
+        from ...engine.propagate import ObjectPrompt, propagate
 
         stack = self._image(key, payload)
         if stack is None:
@@ -201,7 +203,7 @@ class FewShotActor(_ActorBase):
     def __init__(self, model: dict, image_size: int | None = 640, segmenter_kwargs: dict | None = None,
                  torch_threads: int | None = None):
         super().__init__(model, torch_threads)
-        from ..engine.fewshot import FewShotSegmenter
+        from ...engine.fewshot import FewShotSegmenter
 
         self._fs = FewShotSegmenter(self._loaded, image_size=image_size, **(segmenter_kwargs or {}))
 

@@ -13,11 +13,14 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from .actors import FewShotActor, GranularityActor
-from .calls import ActorHandle
+from .calls import ActorClass, ActorHandle
 from .wire import image_digest, pack_array, pack_mask, unpack_array
 
 __all__ = ["RemotePredictor", "RemoteFewShotSegmenter"]
+
+#: the worker's classes, by name (this half never imports the server half: see ``calls.ActorClass``)
+GRANULARITY_ACTOR = ActorClass("napari_granseg.remote.server.actors:GranularityActor")
+FEWSHOT_ACTOR = ActorClass("napari_granseg.remote.server.actors:FewShotActor")
 
 
 def _plain(value: Any) -> Any:
@@ -30,10 +33,11 @@ def _plain(value: Any) -> Any:
 class _Remote:
     """The actor of a proxy, created on first use and again after a lost connection."""
 
-    def __init__(self, session, actor_cls: type, args: tuple):
+    def __init__(self, session, actor_cls: ActorClass, args: tuple, info_method: str = "info"):
         self.session = session
         self.lock = threading.RLock()
         self._actor_cls = actor_cls
+        self._info_method = info_method
         self._args = args
         self._handle: ActorHandle | None = None
         self._info: dict | None = None
@@ -57,7 +61,7 @@ class _Remote:
         with self.lock:
             handle = self.handle
             if self._info is None:
-                self._info = handle.call("predictor_info" if self._actor_cls is GranularityActor else "info")
+                self._info = handle.call(self._info_method)
             return self._info
 
     @property
@@ -70,7 +74,7 @@ class RemotePredictor(_Remote):
     ``set_image`` + ``predict`` pair when several threads share the predictor, as with the local one)."""
 
     def __init__(self, session, model: dict, predictor_kwargs: dict, torch_threads: int | None = None):
-        super().__init__(session, GranularityActor, (model, dict(predictor_kwargs), torch_threads))
+        super().__init__(session, GRANULARITY_ACTOR, (model, dict(predictor_kwargs), torch_threads), "predictor_info")
         self._current: tuple[np.ndarray, str, dict] | None = None
         #: seconds the last predict spent computing and packing on the worker (the rest is transport)
         self.last_timing: dict[str, float] = {}
@@ -88,11 +92,31 @@ class RemotePredictor(_Remote):
     def mask_threshold(self) -> float:
         return float(self.info()["mask_threshold"])
 
-    def set_image(self, image: np.ndarray, **kwargs) -> None:
+    @property
+    def image_size(self) -> int:
+        return int(self.info()["image_size"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.info()["precision"])
+
+    def is_cached(self, image: np.ndarray, intensity=None) -> bool:
+        """Whether the worker would skip the encoder for ``set_image(image, intensity)`` (one small call; an
+        image the worker was never sent is not cached)."""
+        key = image_digest(np.asarray(image))
+        with self.lock:
+            handle = self.handle
+            if key not in handle._sent:
+                return False
+            return bool(handle.call("is_cached", key, None if intensity is None else tuple(intensity)))
+
+    def set_image(self, image: np.ndarray, intensity=None, **kwargs) -> None:
         """Embed ``image`` on the worker. The pixels travel once (compressed); the same pixels again send
-        only their key. ``kwargs`` (e.g. ``intensity=``) go to the worker's ``set_image``."""
+        only their key. ``intensity`` and ``kwargs`` go to the worker's ``set_image``."""
         image = np.asarray(image)
         key = image_digest(image)
+        if intensity is not None:
+            kwargs["intensity"] = tuple(float(v) for v in intensity)
         with self.lock:
             self._current = None
             self.handle.call_with_image("set_image", image, kwargs, key=key)
@@ -162,8 +186,9 @@ class RemoteFewShotSegmenter(_Remote):
 
     def __init__(self, session, model: dict, image_size: int | None, segmenter_kwargs: dict,
                  torch_threads: int | None = None):
-        super().__init__(session, FewShotActor, (model, image_size, dict(segmenter_kwargs), torch_threads))
+        super().__init__(session, FEWSHOT_ACTOR, (model, image_size, dict(segmenter_kwargs), torch_threads))
         self.image_size = image_size
+        self.precision = str(segmenter_kwargs.get("precision", "auto"))
         self._refs: list[tuple] = []
 
     def _fresh(self) -> None:
@@ -195,7 +220,7 @@ class RemoteFewShotSegmenter(_Remote):
     def segment(self, target: np.ndarray, *, with_probability: bool = True):
         """As ``FewShotSegmenter.segment``; ``with_probability=False`` leaves ``probability`` None (a mask
         display needs only the mask, and the float32 probability is the largest part of the reply)."""
-        from ..engine.fewshot import FewShotResult
+        from ...engine.fewshot import FewShotResult
 
         with self.lock:
             reply = self.handle.call_with_image("segment", target, bool(with_probability))
