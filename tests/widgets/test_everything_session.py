@@ -7,7 +7,7 @@ import pytest
 
 from napari_granseg.widgets._everything_job import EverythingRequest, ModelShown
 from napari_granseg.widgets._everything_session import EverythingSession
-from napari_granseg.widgets._layer_pixels import LayerPixels
+from napari_granseg.engine.source import ImagePlan
 from napari_granseg.widgets._tasks import SyncRunner
 
 
@@ -17,9 +17,9 @@ def _best_iou(labels: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _request(image, name="cells", **kw) -> EverythingRequest:
-    pixels = LayerPixels(image, False, None, name)
-    source = ((1.0,) * len(pixels.labels_shape), (0.0,) * len(pixels.labels_shape))
-    return EverythingRequest(pixels=pixels, layer_name=name, source=source, **kw)
+    plan = ImagePlan.from_array(image, name=name)
+    source = ((1.0,) * len(plan.labels_shape), (0.0,) * len(plan.labels_shape))
+    return EverythingRequest(plan=plan, layer_name=name, source=source, **kw)
 
 
 def _run(request, where=None, runner=None):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_granseg.widgets._fewshot_session import FewShotRequest, FewShotSession
-from napari_granseg.widgets._layer_pixels import LayerPixels
+from napari_granseg.engine.source import ImagePlan
 from napari_granseg.widgets._tasks import SyncRunner
 
 
@@ -49,7 +49,7 @@ def test_label_references_segment_every_other_slice_like_the_engine(series, sans
     refs = np.zeros_like(truth, dtype=np.int32)
     refs[0] = truth[0] == 1
     refs[3] = (truth[3] == 1) * 1
-    request = FewShotRequest(pixels=LayerPixels(images, name="series"), source_name="refs", labels=refs,
+    request = FewShotRequest(plan=ImagePlan.from_array(images), layer_name="series", source_name="refs", labels=refs,
                              model=sansa_demo, image_size=None, precision="fp32")
     runner = SyncRunner()
     session, seen = _run(request, runner=runner)
@@ -74,7 +74,7 @@ def test_prompt_references_and_mistakes(series, sansa_demo):
 
     images, _truth = series
     prompts = {0: {"box": [10.0, 10.0, 60.0, 60.0]}}
-    request = FewShotRequest(pixels=LayerPixels(images[:3], name="series"), source_name="prompts",
+    request = FewShotRequest(plan=ImagePlan.from_array(images[:3]), layer_name="series", source_name="prompts",
                              prompts=prompts, model=sansa_demo, image_size=None)
     session, seen = _run(request)
     assert session.last_error == "" and session.done == 2
@@ -84,11 +84,11 @@ def test_prompt_references_and_mistakes(series, sansa_demo):
         np.testing.assert_array_equal(session.output[i] > 0, fs.segment(images[i]).mask)
     assert not session.output[0].any()
 
-    empty = FewShotRequest(pixels=LayerPixels(images, name="series"), source_name="refs",
+    empty = FewShotRequest(plan=ImagePlan.from_array(images), layer_name="series", source_name="refs",
                            labels=np.zeros(images.shape, np.int32), model=sansa_demo)
     session, seen = _run(empty)
     assert "no labels on any slice" in session.last_error and seen["output"] == []
-    chosen = FewShotRequest(pixels=LayerPixels(images, name="series"), source_name="refs",
+    chosen = FewShotRequest(plan=ImagePlan.from_array(images), layer_name="series", source_name="refs",
                             labels=np.zeros(images.shape, np.int32), chosen=(2,), model=sansa_demo)
     session, _ = _run(chosen)
     assert "reference slices [2] have no labels" in session.last_error

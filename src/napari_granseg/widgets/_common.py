@@ -14,9 +14,9 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import warnings
 from importlib import import_module, util
-import threading
 from typing import Any, Callable, Iterable, Iterator
 
 from ._tasks import (USER_ERRORS, BackgroundTask, WidgetError, error_text, guard, is_user_error, notify,
@@ -25,7 +25,7 @@ from ._tasks import (USER_ERRORS, BackgroundTask, WidgetError, error_text, guard
 __all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "error_text", "notify", "notify_error", "guard",
            "show_model_badge", "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name",
            "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models",
-           "quiet_model_build", "software_opengl_hazard", "ALLOW_TRITON_ENV"]
+           "quiet_model_build", "software_opengl_hazard", "ALLOW_TRITON_ENV", "layer_plan"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
@@ -180,6 +180,22 @@ def start_describe_models(kind: str, on_done: Callable[[tuple[list[str], str, bo
 
     task.start(job, on_done=on_done, on_error=failed)
     return task
+
+
+def layer_plan(layer, channels_text: str = "", scale: str = "auto", tile: int | None = None):
+    """The :class:`~napari_granseg.engine.source.ImagePlan` of an image layer (its shape only: nothing is read).
+
+    The rules (level 0, the channel rule, tile or downscale) are the plan's; this only says the fix in the
+    widget's words: a multi-channel image without a choice asks for the "channels" box.
+    """
+    from ..engine.source import ImagePlan, needs_channel_choice
+
+    shape, rgb = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape), bool(layer.rgb)
+    if not channels_text.strip() and needs_channel_choice(shape, rgb):
+        raise WidgetError(f"layer {layer.name!r} of shape {shape} looks like a {shape[-1]}-channel image: type "
+                          f"the channel(s) the model should see in 'channels' (e.g. 1, or 0, 2 for a composite)")
+    return ImagePlan.from_array(layer.data, rgb=rgb, channels=channels_text, name=f"layer {layer.name!r}",
+                                multiscale=bool(layer.multiscale), scale=scale, tile=tile)
 
 
 def unique_layer_name(viewer, name: str) -> str:

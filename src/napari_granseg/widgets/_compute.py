@@ -26,7 +26,7 @@ import logging
 from typing import Any, Callable
 
 __all__ = ["LOCAL", "COMPUTE_TIP", "ComputeSetting", "make_predictor", "make_fewshot", "is_compute_error",
-           "compute_error_text", "LocalBackend", "resolve_where", "where_text", "open_predictor", "open_fewshot"]
+           "compute_error_text"]
 
 log = logging.getLogger(__name__)
 
@@ -53,85 +53,26 @@ def compute_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _model_name(model: Any) -> Any:
-    """A zoo name or a path for the worker (a loaded model travels by its zoo name)."""
-    if model is None or isinstance(model, str):
-        return model
-    return getattr(model, "name", model)
-
-
 def make_predictor(model: Any, precision: str = "auto", session=None, cache_size: int = 8):
     """A predictor for ``model`` (a LoadedModel here; a zoo name, a worker path or None for the worker's
-    default there). Call it in a worker thread."""
+    default there), through :func:`napari_granseg.compute.open_predictor`. Call it in a worker thread."""
+    from ..compute import open_predictor
     from ._common import quiet_model_build
 
-    if session is None:
-        from ..engine.interactive import GranularityPredictor
-
-        with quiet_model_build():
-            return GranularityPredictor(model, cache_size=cache_size, precision=precision)
-    return session.predictor(_model_name(model), precision=precision)
+    with quiet_model_build():
+        if session is None:
+            return open_predictor(model, precision=precision, cache_size=cache_size)
+        return open_predictor(model, precision=precision, where=session)
 
 
 def make_fewshot(model: Any, session=None, **kwargs):
-    """A few-shot segmenter for ``model`` here (``FewShotSegmenter(model, **kwargs)``) or on the worker
-    (``session.fewshot(name, **kwargs)``). Call it in a worker thread."""
+    """A few-shot segmenter for ``model`` here or on the worker, through
+    :func:`napari_granseg.compute.open_fewshot`. Call it in a worker thread."""
+    from ..compute import open_fewshot
     from ._common import quiet_model_build
 
-    if session is None:
-        from ..engine.fewshot import FewShotSegmenter
-
-        with quiet_model_build():
-            return FewShotSegmenter(model, **kwargs)
-    return session.fewshot(_model_name(model), **kwargs)
-
-
-class LocalBackend:
-    """This machine, with the calls a ``remote.RemoteSession`` offers for a GPU worker (the job bodies call
-    either without knowing which): models given by name load once per process, predictors are shared."""
-
-    address = LOCAL
-
-    def predictor(self, model: Any = None, precision: str = "auto"):
-        from ..api import get_predictor
-        from ._common import quiet_model_build
-
-        with quiet_model_build():
-            return get_predictor(model, precision=precision)
-
-    def fewshot(self, model: Any = None, **kwargs):
-        from ..engine.fewshot import FewShotSegmenter
-        from ._common import quiet_model_build
-
-        with quiet_model_build():
-            return FewShotSegmenter(model, **kwargs)
-
-    def segment_everything(self, image, granularity=0.5, model: Any = None, progress=None, cancel=None,
-                           **settings):
-        from ..api import segment_everything
-
-        return segment_everything(image, granularity, model=model, progress=progress, cancel=cancel, **settings)
-
-
-def resolve_where(where) -> Any:
-    """The backend of ``where``: :class:`LocalBackend` for None, else the connected session itself."""
-    return LocalBackend() if where is None else where
-
-
-def where_text(where) -> str:
-    """Where the work runs, in words: "this machine" or the worker's address."""
-    return LOCAL if where is None else str(where.address)
-
-
-def open_predictor(model: Any, precision: str = "auto", where=None):
-    """The shared predictor of ``model`` at ``precision`` here, or one on the worker (a LoadedModel travels by
-    its zoo name). Call it off the GUI thread."""
-    return resolve_where(where).predictor(_model_name(model) if where is not None else model, precision=precision)
-
-
-def open_fewshot(model: Any, where=None, **kwargs):
-    """A few-shot segmenter for ``model`` here or on the worker. Call it off the GUI thread."""
-    return resolve_where(where).fewshot(_model_name(model) if where is not None else model, **kwargs)
+    with quiet_model_build():
+        return open_fewshot(model, where=session, **kwargs)
 
 
 def _connect(text: str):

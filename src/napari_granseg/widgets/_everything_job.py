@@ -14,11 +14,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._compute import open_predictor, resolve_where, where_text
-from ._layer_pixels import LayerPixels, new_labels_array
+from ..compute import describe, is_local, open_predictor, resolve_where
+from ..engine.source import ImagePlan
+from ._layer_pixels import new_labels_array
 from ._tasks import Progress, blocking_with_progress, rescaled_progress
 
-__all__ = ["SCALE_TIP", "TILE_TIP", "EverythingRequest", "ModelShown", "settings_for", "overrides_for",
+__all__ = ["SCALE_TIP", "TILE_TIP", "EverythingRequest", "ModelShown", "overrides_for",
            "segment_level", "everything_job", "layer_specs"]
 
 SCALE_TIP = ("what the model sees of an image larger than its input (1024 px; 256 px for the demo): "
@@ -31,16 +32,18 @@ TILE_TIP = "tile size in pixels for scale 'tile' (default: the model's input siz
 
 @dataclass(frozen=True)
 class EverythingRequest:
-    """Everything a run needs, read from the controls on the GUI thread (pixels are read later, in the job)."""
+    """Everything a run needs, read from the controls on the GUI thread (pixels are read later, in the job).
 
-    pixels: LayerPixels
+    ``plan``: the image as the model sees it (level 0, channel choice, one intensity range for a stack, and
+    ``scale``/``tile``: tile or downscale); its ``model_size`` is filled in once the model is known.
+    """
+
+    plan: ImagePlan
     layer_name: str
     source: tuple  # (scale, translate) of the layer's spatial axes, for the result layers
     granularities: tuple[float, ...]
     model: Any = None  # a LoadedModel the user gave, a zoo name, or None for the default
     precision: str = "auto"
-    scale: str = "auto"
-    tile: int | None = None
     points: int = 24
     stability: float = 0.0  # 0: the model's own default
 
@@ -52,16 +55,6 @@ class ModelShown:
     name: str
     demo: bool
     model: Any = None  # the LoadedModel when it runs here
-
-
-def settings_for(predictor, g, preset_device: str | None, points: int, stability: float = 0.0):
-    """The AutomaticSettings of one run: the model's defaults, the device preset, the widget's overrides."""
-    from ..engine.automatic import AutomaticSettings, model_defaults
-
-    extra = {**model_defaults(predictor), "points_per_side": points}
-    if stability > 0:
-        extra["stability_score_thresh"] = stability
-    return AutomaticSettings.for_device(preset_device or predictor.device, g, **extra)
 
 
 def overrides_for(points: int, stability: float = 0.0) -> dict:
@@ -76,15 +69,15 @@ def segment_level(backend, model, request: EverythingRequest, g, with_info: bool
 
     ``out``: the (Z, H, W) array a stack's labels are written into, slice by slice (None for a 2D image).
     """
-    pixels = request.pixels
-    kw = dict(model=model, precision=request.precision, intensity=pixels.intensity(), scale=request.scale,
-              tile=request.tile, **overrides_for(request.points, request.stability))
-    if not pixels.is_stack:
+    plan = request.plan
+    kw = dict(model=model, precision=request.precision, intensity=plan.intensity(), scale=plan.scale,
+              tile=plan.tile, **overrides_for(request.points, request.stability))
+    if not plan.is_stack:
         if with_info:
-            return backend.segment_everything(pixels.image(), g, progress=progress, cancel=cancel, return_info=True,
+            return backend.segment_everything(plan.plane(), g, progress=progress, cancel=cancel, return_info=True,
                                               **kw)
-        return backend.segment_everything(pixels.image(), g, progress=progress, cancel=cancel, **kw), None
-    n, offset = pixels.n, 0
+        return backend.segment_everything(plan.plane(), g, progress=progress, cancel=cancel, **kw), None
+    n, offset = plan.n, 0
     for z in range(n):
         if cancel():
             return None
@@ -92,7 +85,7 @@ def segment_level(backend, model, request: EverythingRequest, g, with_info: bool
         def slice_progress(done: int, total: int, z: int = z) -> None:
             progress(z * total + done, n * total)
 
-        lab = backend.segment_everything(pixels[z], g, progress=slice_progress, cancel=cancel, **kw)
+        lab = backend.segment_everything(plan[z], g, progress=slice_progress, cancel=cancel, **kw)
         out[z] = np.where(lab > 0, lab + offset, 0)  # ids unique across the stack
         offset += int(lab.max())
     return out, None
@@ -100,36 +93,34 @@ def segment_level(backend, model, request: EverythingRequest, g, with_info: bool
 
 def _model_for(request: EverythingRequest, where):
     """The model the backend loads: a LoadedModel here (loaded now), a zoo name or None on a worker."""
-    if where is not None:
+    if not is_local(where):
         return getattr(request.model, "name", request.model)
-    from ..api import get_model
-
-    return get_model(request.model)
+    return resolve_where(where).model(request.model)
 
 
 def everything_job(request: EverythingRequest, where=None):
     """The job (see ``_tasks``) of one run: load the model, segment every granularity, build the layer specs.
 
-    ``where``: None for this machine, or a connected ``remote.RemoteSession``. Yields :class:`ModelShown` once
-    the model is known, :class:`Progress` as it goes; returns the specs (:func:`layer_specs`) or None if cancelled.
+    ``where``: None (or ``compute.Local()``) for this machine, or a connected ``remote.RemoteSession``. Yields
+    :class:`ModelShown` once the model is known, :class:`Progress` as it goes; returns the specs
+    (:func:`layer_specs`) or None if cancelled.
     """
     def job(is_cancelled):
-        from ._common import import_engines
+        from ._common import import_engines, quiet_model_build
 
-        yield Progress(0, 0, f"loading the model on {where_text(where)}…")
+        yield Progress(0, 0, f"loading the model on {describe(where)}…")
         import_engines("napari_granseg.api", "napari_granseg.engine.automatic", "napari_granseg.engine.hierarchy",
                        "napari_granseg.engine.tiling")
-        from ..engine.tiling import choose_scale
-
         model = _model_for(request, where)
-        pred = open_predictor(model, request.precision, where)
-        if where is None:
+        with quiet_model_build():
+            pred = open_predictor(model, request.precision, where)
+        if is_local(where):
             yield ModelShown(model.name, bool(model.is_demo), model)
         else:
-            yield ModelShown(f"{model or 'default'} on {where.address}", bool(pred.is_demo))
+            yield ModelShown(f"{model or 'default'} on {describe(where)}", bool(pred.is_demo))
         granularity = list(request.granularities) if pred.has_granularity else [None]
-        pixels = request.pixels
-        tiled = choose_scale(pixels.plane_shape, _input_size(pred), request.scale) == "tile"
+        plan = request.plan.for_model(pred.image_size)
+        tiled = plan.tiled
         backend = resolve_where(where)
         results, stores = {}, {}
         for k, g in enumerate(granularity):
@@ -139,8 +130,8 @@ def everything_job(request: EverythingRequest, where=None):
             yield Progress(0, 0, f"{label}: {request.points ** 2} prompts per image or tile "
                                  f"({k + 1}/{len(granularity)})")
             out = None
-            if pixels.is_stack:
-                out, store = new_labels_array(pixels.labels_shape, f"{request.layer_name} everything {label}")
+            if plan.is_stack:
+                out, store = new_labels_array(plan.labels_shape, f"{request.layer_name} everything {label}")
                 if store is not None:
                     stores[g] = store
 
@@ -154,15 +145,6 @@ def everything_job(request: EverythingRequest, where=None):
         return layer_specs(results, request.layer_name, request.source, stores)
 
     return job
-
-
-def _input_size(pred) -> int:
-    """The model's square input in pixels (the tile-or-downscale choice needs it)."""
-    from ..engine.interactive import GranularityPredictor
-
-    if isinstance(pred, GranularityPredictor):
-        return int(pred.model.image_size)
-    return int(pred.image_size)
 
 
 def layer_specs(results: dict, source_name: str, source: tuple, stores: dict) -> dict[str, Any]:

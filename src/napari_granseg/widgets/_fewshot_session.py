@@ -19,9 +19,10 @@ from typing import Any, Callable
 import numpy as np
 from psygnal import Signal
 
-from ._compute import open_fewshot, where_text
+from ..compute import describe, is_local, open_fewshot, resolve_where
+from ..engine.source import ImagePlan
 from ._everything_job import ModelShown
-from ._layer_pixels import LayerPixels, new_labels_array
+from ._layer_pixels import new_labels_array
 from ._tasks import JobRunner, Progress, WidgetError, error_text
 
 __all__ = ["FewShotRequest", "FewShotSession", "fewshot_job", "parse_slices", "TARGETS_PER_CALL"]
@@ -61,7 +62,8 @@ class FewShotRequest:
     ({slice: {"points"|"box"|"scribble": ...}}) is set.
     """
 
-    pixels: LayerPixels
+    plan: ImagePlan  # the series as the model sees it (level 0, channel choice, one intensity range)
+    layer_name: str  # the series' layer
     source_name: str  # the references' layer, for the output layer's name
     labels: Any = None
     prompts: dict | None = None
@@ -78,7 +80,7 @@ def references(request: FewShotRequest) -> tuple[list[int], list[np.ndarray] | N
     if request.labels is None:
         return sorted(request.prompts or {}), None
     read = {}
-    for i in (request.chosen if request.chosen is not None else range(request.pixels.n)):
+    for i in (request.chosen if request.chosen is not None else range(request.plan.n)):
         lab = np.asarray(request.labels[i])
         if lab.any():
             read[i] = lab
@@ -97,13 +99,11 @@ def _model_for(request: FewShotRequest, where):
     """The model to run: a loaded one here (the given one, the typed one or the default), a name on a worker."""
     text = request.model_text
     given = request.model
-    if where is not None:
+    if not is_local(where):
         return text or getattr(given, "name", None) or "sansa-universal"
     if given is not None and (not text or text == getattr(given, "name", None)):
         return given
-    from .. import zoo
-
-    return zoo.load_model(text or zoo.default_model_name("sansa"), kind="sansa")
+    return resolve_where(where).model(text or None, "sansa")
 
 
 def fewshot_job(request: FewShotRequest, where=None, on_segmenter: Callable[[Any], None] | None = None):
@@ -113,29 +113,30 @@ def fewshot_job(request: FewShotRequest, where=None, on_segmenter: Callable[[Any
     are written into ``out``; returns the number of target slices segmented.
     """
     def job(is_cancelled):
-        from ._common import import_engines
+        from ._common import import_engines, quiet_model_build
 
-        yield Progress(0, 0, f"loading the model on {where_text(where)}…")
+        yield Progress(0, 0, f"loading the model on {describe(where)}…")
         import_engines("napari_granseg.engine.fewshot")
         model = _model_for(request, where)
-        pixels = request.pixels
+        plan = request.plan
         yield Progress(0, 0, "reading the references…")
         refs, ref_labels = references(request)
         # one range for the whole series (read from at most 16 slices): every slice scaled alike
-        segmenter = open_fewshot(model, where, image_size=request.image_size, precision=request.precision,
-                                 intensity_range=pixels.intensity())
+        with quiet_model_build():
+            segmenter = open_fewshot(model, image_size=request.image_size, precision=request.precision, where=where,
+                                     intensity_range=plan.intensity())
         if on_segmenter is not None:
             on_segmenter(segmenter)
-        if where is None:
+        if is_local(where):
             yield ModelShown(getattr(model, "name", "model"), bool(getattr(model, "is_demo", False)), model)
         else:
-            yield ModelShown(f"{model} on {where.address}", bool(segmenter.is_demo))
-        targets = [i for i in range(pixels.n) if i not in refs]
-        out, store = new_labels_array(pixels.labels_shape, f"{pixels.name} few-shot")
+            yield ModelShown(f"{model} on {describe(where)}", bool(segmenter.is_demo))
+        targets = [i for i in range(plan.n) if i not in refs]
+        out, store = new_labels_array(plan.labels_shape, f"{request.layer_name} few-shot")
         for i, lab in zip(refs, ref_labels or ()):
             out[i] = lab
         yield ("output", out, refs, targets, store)
-        ref_images = [pixels[i] for i in refs]
+        ref_images = [plan[i] for i in refs]
         if ref_labels is None:
             segmenter.clear_references()
             for i, image in zip(refs, ref_images):
@@ -145,7 +146,7 @@ def fewshot_job(request: FewShotRequest, where=None, on_segmenter: Callable[[Any
             if is_cancelled():
                 break
             group = targets[start:start + TARGETS_PER_CALL]
-            images = [pixels[i] for i in group]  # read a few slices at a time
+            images = [plan[i] for i in group]  # read a few slices at a time
             if ref_labels is not None:
                 labels = segmenter.segment_classes(images, ref_labels, ref_images, cancel=is_cancelled)
             else:

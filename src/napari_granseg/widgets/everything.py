@@ -32,12 +32,12 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from ._common import (LAYER_SPACING_MS, PRECISIONS, PRECISION_TIP, guard, notify, set_tooltips, show_model_badge,
-                      start_describe_models, steady_combo, unique_layer_name)
+from ._common import (LAYER_SPACING_MS, PRECISIONS, PRECISION_TIP, guard, layer_plan, notify, set_tooltips,
+                      show_model_badge, start_describe_models, steady_combo, unique_layer_name)
 from ._compute import ComputeSetting
 from ._everything_job import SCALE_TIP, TILE_TIP, EverythingRequest, ModelShown
 from ._everything_session import EverythingSession, parse_granularities
-from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, parse_channels
+from ._layer_pixels import CHANNELS_TIP
 from ._napari_warmup import start_warmup
 from ._tasks import BackgroundTask, WidgetError
 
@@ -254,15 +254,13 @@ class EverythingWidget(QWidget):
         if not name or name not in self.viewer.layers:
             raise WidgetError("pick an image layer (open an image or a sample first: File > Open Sample)")
         layer = self.viewer.layers[name]
-        pixels = LayerPixels(level0(layer), bool(getattr(layer, "rgb", False)),
-                             parse_channels(self.channels.text()), name)
-        source = tuple(tuple(np.asarray(v)[list(pixels.spatial_axes)]) for v in (layer.scale, layer.translate))
+        plan = layer_plan(layer, self.channels.text(), self.scale.currentText(), int(self.tile.value()) or None)
+        source = tuple(tuple(np.asarray(v)[list(plan.spatial_axes)]) for v in (layer.scale, layer.translate))
         choice = self.model_combo.currentText()
         model = self.model if self.model is not None else (None if choice.startswith("default") else choice)
-        return EverythingRequest(pixels=pixels, layer_name=name, source=source,
+        return EverythingRequest(plan=plan, layer_name=name, source=source,
                                  granularities=tuple(parse_granularities(self.granularity.text())), model=model,
-                                 precision=self.precision.currentText(), scale=self.scale.currentText(),
-                                 tile=int(self.tile.value()) or None, points=int(self.points.value()),
+                                 precision=self.precision.currentText(), points=int(self.points.value()),
                                  stability=float(self.stability.value()))
 
     def run(self):

@@ -24,13 +24,13 @@ from typing import Any
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
-from ._common import (PRECISIONS, PRECISION_TIP, guard, notify, set_tooltips, show_model_badge,
+from ._common import (PRECISIONS, PRECISION_TIP, guard, layer_plan, notify, set_tooltips, show_model_badge,
                       start_describe_models, steady_combo, unique_layer_name)
 from ._compute import ComputeSetting
 from ._everything_job import ModelShown
 from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
 from ._fewshot_session import FewShotRequest, FewShotSession, parse_slices
-from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, parse_channels
+from ._layer_pixels import CHANNELS_TIP
 from ._napari_warmup import start_warmup
 from ._tasks import BackgroundTask, WidgetError
 
@@ -202,16 +202,15 @@ class FewShotWidget(QWidget):
         image_layer = self._layer(self.image_combo)
         if image_layer is None:
             raise WidgetError("no image layer: open a series (a 3D stack) and pick it as Image.")
-        pixels = LayerPixels(level0(image_layer), bool(getattr(image_layer, "rgb", False)),
-                             parse_channels(self.channels.text()), image_layer.name)
-        if not pixels.is_stack:
+        plan = layer_plan(image_layer, self.channels.text())
+        if not plan.is_stack:
             raise WidgetError(f"the image layer {image_layer.name!r} is a single 2D image; few-shot needs a "
                               f"series (slices, rows, cols): stack your images, e.g. np.stack(list_of_images).")
-        shape = pixels.labels_shape
+        shape = plan.labels_shape
         n = shape[0]
         chosen = parse_slices(self.slices_edit.text(), n) if self.slices_edit.text().strip() else None
         size = self.size_combo.currentText()
-        common = dict(pixels=pixels, chosen=None if chosen is None else tuple(chosen), model=self.model,
+        common = dict(plan=plan, layer_name=image_layer.name, chosen=None if chosen is None else tuple(chosen), model=self.model,
                       model_text=self.model_edit.text().strip(), precision=self.precision.currentText(),
                       image_size=None if size == "model size" else int(size))
         labels_layer, prompts_layer = self._layer(self.labels_combo), self._layer(self.points_combo)
