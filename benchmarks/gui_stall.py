@@ -189,6 +189,9 @@ def measure_phase(meter: StallMeter, tracer: "StallTracer | None", action, done,
 
 def run(size: int, slices: int, phases: set[str], preload: bool = False,
         trace: bool = False) -> dict:  # noqa: C901 - linear phases
+    from napari_granseg.__main__ import load_before_opengl
+
+    load_before_opengl()  # as `python -m napari_granseg` does: Xvfb draws with software OpenGL
     import napari
 
     viewer = napari.Viewer(show=True)

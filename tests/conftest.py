@@ -14,6 +14,14 @@ import pytest
 TRAINED_UNSAMV2_STEPS = 1200
 
 
+def pytest_configure(config):
+    """The test process is a launcher like ``python -m napari_granseg``: it loads torch's GPU compiler before
+    any napari window draws with Xvfb's software OpenGL (loading it afterwards would crash the process)."""
+    from napari_granseg.__main__ import load_before_opengl
+
+    load_before_opengl()
+
+
 @pytest.fixture(scope="session")
 def trained_unsamv2_run(tmp_path_factory):
     """(LoadedModel, training history, checkpoint path) of the session's tiny trained UnSAMv2."""

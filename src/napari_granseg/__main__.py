@@ -1,13 +1,16 @@
-"""``python -m napari_granseg``: open napari with sample data and the interactive widget (the README's first command).
+"""Open napari with a sample image and the interactive segmentation widget, ready for your first click.
 
-``--headless`` instead segments the bundled sample image with the default model (the demo when no real
-checkpoint is cached) and writes label TIFFs, so the first command shows real segmentation without a screen.
-``--check`` builds the same window as the plain command but does not enter the event loop: it prints the layers
-and dock widgets and returns (used by the test of this command; ``--screenshot PATH`` also saves the window).
+The window responds at once: the widget loads its model in the background, and the model list, the DEMO badge
+and the prompt layers appear a moment later. Without a real checkpoint in the cache the bundled demo model is
+used (trained on synthetic cells only: good for trying the plugin, not for your data).
 
-The window is interactive from its first frame: the widget loads its model in a worker thread, and torch's
-import there does not hold the GUI thread (``widgets/_quiet_import.py``). An earlier version imported torch on
-the GUI thread before the event loop, which froze the freshly shown window for ~2 s.
+--headless segments the bundled sample image without a screen and writes label TIFFs you can open anywhere.
+--check opens the same window, waits until the model is loaded, prints the layers and panels and closes again
+(a quick test that the installation works; --screenshot also saves a picture of the window).
+
+Running napari through this command is also the way to use the plugin on a machine whose graphics are drawn
+in software (a VM, a remote desktop, Xvfb): it loads the model libraries before the window opens, which plain
+`napari` cannot do on such machines without crashing.
 """
 from __future__ import annotations
 
@@ -16,17 +19,21 @@ from pathlib import Path
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m napari_granseg", description=__doc__)
-    ap.add_argument("--headless", action="store_true", help="no GUI: segment the sample and write TIFFs")
+    ap = argparse.ArgumentParser(prog="python -m napari_granseg", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--headless", action="store_true",
+                    help="no window: segment the sample image and write its label TIFFs to --out")
     ap.add_argument("--out", default="granseg_sample_output", help="output folder for --headless")
-    ap.add_argument("--model", default=None, help="zoo name or checkpoint (default: best available)")
+    ap.add_argument("--model", default=None, help="model name (e.g. unsamv2-plus) or checkpoint file (default: the best one you have, else the "
+                         "demo)")
     ap.add_argument("--check", action="store_true",
-                    help="open the window, print its layers and docks, and return without the event loop")
-    ap.add_argument("--screenshot", default=None, help="with --check: save a screenshot of the window here")
+                    help="open the window, wait for the model, print its layers and panels, then close")
+    ap.add_argument("--screenshot", default=None, help="with --check: save a picture of the window to this file")
     args = ap.parse_args(argv)
     if args.headless:
         _headless(Path(args.out), args.model)
         return None
+    load_before_opengl()
     viewer, widget = open_viewer()
     if not args.check:
         import napari
@@ -50,6 +57,37 @@ def main(argv=None):
         viewer.screenshot(args.screenshot, canvas_only=False)
         print(f"screenshot: {args.screenshot}")
     return viewer
+
+
+def load_before_opengl() -> bool:
+    """Load triton (torch's GPU compiler, installed with CUDA builds of torch) before napari's first OpenGL
+    context; returns whether it was loaded.
+
+    Why: once napari has drawn with Mesa's software OpenGL (llvmpipe: VMs, remote desktops, Xvfb), loading
+    triton crashes the process (two LLVMs in one process), and the model libraries load it. Loaded first, both
+    live side by side. This is for launchers (this command, test and benchmark harnesses): the plugin itself
+    never changes what is loaded in napari's process; on such a machine it asks to be started this way.
+    """
+    import importlib.util
+    import sys
+
+    if sys.platform.startswith("linux") and "libLLVM" in _process_map() and "libtriton" not in _process_map():
+        return False  # too late: OpenGL is already drawing in software; loading triton now would crash
+    try:
+        if importlib.util.find_spec("triton") is None:
+            return False
+        import triton  # noqa: F401 - loaded for its side effect on the process's libraries
+    except Exception:  # noqa: BLE001 - a broken triton: torch will not use it either
+        return False
+    return True
+
+
+def _process_map() -> str:
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
+            return fh.read()
+    except OSError:
+        return ""
 
 
 def open_viewer():

@@ -51,17 +51,23 @@ def test_run_adds_new_layers_and_exports(make_napari_viewer, qtbot, tmp_path):
 
 
 def test_min_stability_overrides_the_default_only_when_set(make_napari_viewer):
-    from napari_granseg.widgets._everything_job import settings_for
+    """What a run asks for (the widget's overrides) resolved as the engine resolves them, here and on a worker."""
+    from napari_granseg.engine.automatic.settings import resolve_settings
+    from napari_granseg.widgets._everything_job import overrides_for
     from napari_granseg.widgets.everything import EverythingWidget
+
+    def settings_for(predictor, g, points, stability):
+        return resolve_settings(predictor, g, None, overrides_for(points, stability))
 
     w = EverythingWidget(make_napari_viewer())
     assert w.stability.value() == 0.0 and w.stability.text() == "auto (per g)"
-    assert settings_for(None, 1.0, "cpu", 8, 0.0).stability_score_thresh == 0.7  # UnSAMv2's default
-    assert settings_for(None, 1.0, "cpu", 8, 0.9).stability_score_thresh == 0.9
-    assert settings_for(None, None, "cpu", 8, 0.0).stability_score_thresh == 0.95  # stock SAM 2's
+    plain = SimpleNamespace(device="cpu", loaded=None)
+    assert settings_for(plain, 1.0, 8, 0.0).stability_score_thresh == 0.7  # UnSAMv2's default
+    assert settings_for(plain, 1.0, 8, 0.9).stability_score_thresh == 0.9
+    assert settings_for(plain, None, 8, 0.0).stability_score_thresh == 0.95  # stock SAM 2's
     # a model that recommends its own settings (the demo's record): "auto" means those, a set value still wins
-    demo_like = SimpleNamespace(loaded=SimpleNamespace(automatic_defaults={"stability_score_thresh": 0.9,
-                                                                           "use_m2m": False}))
-    auto = settings_for(demo_like, 1.0, "cpu", 8, 0.0)
+    demo_like = SimpleNamespace(device="cpu", loaded=SimpleNamespace(
+        automatic_defaults={"stability_score_thresh": 0.9, "use_m2m": False}))
+    auto = settings_for(demo_like, 1.0, 8, 0.0)
     assert (auto.stability_score_thresh, auto.use_m2m, auto.points_per_side) == (0.9, False, 8)
-    assert settings_for(demo_like, 1.0, "cpu", 8, 0.75).stability_score_thresh == 0.75
+    assert settings_for(demo_like, 1.0, 8, 0.75).stability_score_thresh == 0.75

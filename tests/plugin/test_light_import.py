@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ["torch", "sam2", "torchvision", "triton", "napari_granseg.engine.automatic",
          "napari_granseg.engine.fewshot", "napari_granseg.engine.interactive", "napari_granseg.zoo"]
 
@@ -19,25 +21,38 @@ def test_plugin_and_widget_imports_are_light():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.strip().splitlines()[-1])
     assert not any(loaded.values()), loaded
-    # and triton is never marked absent at import time (only by import_engines, when it would crash)
-    code2 = "import sys, napari_granseg.widgets.everything; print('triton' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True,
-                          check=True).stdout.strip() == "False"
 
 
-def test_triton_guard_is_opt_out_and_scoped(monkeypatch):
+def test_the_plugin_changes_nothing_process_wide_and_asks_for_the_launcher_on_software_opengl(monkeypatch):
+    """Importing the engines from a widget leaves the collector, the module table and the warnings filters
+    as they were; where loading them would crash (software OpenGL), the user reads what to do instead."""
+    code = ("import gc, sys, warnings\n"
+            "filters = list(warnings.filters)\n"
+            "from napari_granseg.widgets._common import import_engines, software_opengl_hazard\n"
+            "assert not software_opengl_hazard()  # no OpenGL in this process: nothing to fear\n"
+            "import_engines('napari_granseg.engine.automatic')\n"
+            "from napari_granseg.widgets._compute import make_predictor\n"
+            "import napari_granseg as gs\n"
+            "make_predictor(gs.load_model('unsamv2-demo', device='cpu'))\n"
+            "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
+            "assert warnings.filters == filters, 'warnings filters changed'\n"
+            "print(sys.modules.get('triton', 'absent') is not None)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "True"  # triton is never marked absent for other plugins
+
     from napari_granseg.widgets import _common
 
-    monkeypatch.setenv(_common.ALLOW_TRITON_ENV, "1")
-    assert _common.avoid_triton_llvm_crash() is False
-    monkeypatch.delenv(_common.ALLOW_TRITON_ENV)
-    if "torchvision" in sys.modules or "triton" in sys.modules:
-        assert _common.avoid_triton_llvm_crash() is False  # too late to matter: never acts
-    code = ("import sys\nfrom napari_granseg.widgets._common import avoid_triton_llvm_crash\n"
-            "print(avoid_triton_llvm_crash(), 'triton' in sys.modules)")
-    # a process without Mesa's libLLVM loaded (no OpenGL context): nothing to guard against
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "False"]
+    maps = "7f00 r-xp /usr/lib/x86_64-linux-gnu/libLLVM-15.so.1\n"
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr("builtins.open", lambda *a, **k: __import__("io").StringIO(maps))
+    monkeypatch.setattr(_common.util, "find_spec", lambda name: object())
+    monkeypatch.delenv(_common.ALLOW_TRITON_ENV, raising=False)
+    assert _common.software_opengl_hazard()
+    with pytest.raises(_common.WidgetError, match="python -m napari_granseg"):
+        _common.import_engines()
+    monkeypatch.setenv(_common.ALLOW_TRITON_ENV, "1")  # the user knows the setup works
+    assert not _common.software_opengl_hazard()
 
 
 def test_user_errors_and_bugs_are_told_apart():

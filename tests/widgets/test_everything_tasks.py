@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from napari_granseg.widgets import _common
+from napari_granseg.widgets import _tasks as _common  # errors live with the runner
 from napari_granseg.widgets._tasks import Progress, blocking_with_progress, rescaled_progress
 
 

@@ -1,50 +1,46 @@
 """What every dock widget of the plugin shares: user errors vs bugs, notifications, the DEMO badge, tooltips,
-and importing the engines (torch, sam2) safely from a worker thread.
+and importing the engines (torch, sam2) from a worker thread.
 
 Why one module: the three widgets must behave alike. A user mistake (no image, wrong shape, empty references)
 becomes a notification whose message says what to do; a bug (``TypeError``, ``KeyError``, ...) is logged with
 its traceback and shown as "internal error, please report"; a demo model is flagged in every widget.
 
-This module imports no torch, sam2 or engine at import time, so that napari's plugin discovery and opening a
-widget stay fast; the engines are imported by :func:`import_engines`, called inside the first worker.
+Nothing here changes the process for napari or other plugins: no global warnings filters, no edits of the
+module table, no collector settings. Warnings are silenced only around the one call that emits them.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import threading
 import warnings
-from importlib import import_module
-from typing import Any, Callable, Iterable
+from importlib import import_module, util
+from typing import Any, Callable, Iterable, Iterator
 
-from ._quiet_import import collector_paused, preload_torch_libraries
+from ._tasks import (USER_ERRORS, BackgroundTask, WidgetError, error_text, guard, is_user_error, notify,
+                     notify_error)
 
-__all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "notify", "notify_error", "guard", "show_model_badge",
-           "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name", "PRECISIONS", "PRECISION_TIP",
-           "import_engines", "describe_models", "start_describe_models", "avoid_triton_llvm_crash",
-           "ALLOW_TRITON_ENV"]
+__all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "error_text", "notify", "notify_error", "guard",
+           "show_model_badge", "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name",
+           "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models",
+           "quiet_model_build", "software_opengl_hazard", "ALLOW_TRITON_ENV", "layer_plan"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
-#: set to 1 to never mark triton absent (see :func:`avoid_triton_llvm_crash`)
+#: set to 1 when loading torch's compiler next to software OpenGL is known to work on your machine
 ALLOW_TRITON_ENV = "GRANSEG_ALLOW_TRITON"
 
 
-class WidgetError(ValueError):
-    """A user mistake in a widget (no image, wrong view, ...); the message says what to do."""
-
-
-#: exception types that are user mistakes whatever module raised them (their message says what to do)
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
-
-# user-facing errors of modules that import torch: recognised only once their module is loaded (an error of
-# such a type can only have been raised after its module was imported, so nothing heavy is imported here)
 PRECISIONS = ("auto", "fp32", "bf16")
+PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
+                 "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
 # Between two layer additions: napari's add_* of one layer freezes the viewer ~80-300 ms (first layer of a kind:
 # lazy imports, shader compilation) and schedules a redraw; a 0 ms timer fired before that redraw, so two adds and
 # their draws ran as one freeze. 50 ms lets napari draw and handle input in between.
 LAYER_SPACING_MS = 50
+
 
 def steady_combo(min_chars: int = 4):
     """A QComboBox whose width does not follow its items.
@@ -62,60 +58,6 @@ def steady_combo(min_chars: int = 4):
 
 PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
                  "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
-
-_LAZY_USER_ERRORS = (("napari_granseg.checkpoints", "CheckpointError"),
-                     ("napari_granseg.zoo", "ModelDownloadError"),
-                     ("napari_granseg.engine.propagate", "PropagationCancelled"))
-
-
-def is_user_error(exc: BaseException) -> bool:
-    """True for a user mistake (shown as it is); False for a bug (TypeError, KeyError, ... get a traceback)."""
-    if isinstance(exc, USER_ERRORS):
-        return True
-    for module_name, cls_name in _LAZY_USER_ERRORS:
-        cls = getattr(sys.modules.get(module_name), cls_name, None)
-        if isinstance(cls, type) and isinstance(exc, cls):
-            return True
-    return False
-
-
-def notify(level: str, message: str) -> None:
-    """Show a napari notification: ``level`` is "error", "warning" or "info"."""
-    from napari.utils import notifications
-
-    {"error": notifications.show_error, "warning": notifications.show_warning,
-     "info": notifications.show_info}[level](message)
-
-
-def notify_error(exc: BaseException, context: str = "") -> str:
-    """Show ``exc`` as an error notification and return the text shown.
-
-    A user mistake shows its message; anything else is a bug: its traceback goes to the log and the user reads
-    "internal error, please report" with the exception, never a silent failure and never a traceback dialog.
-    """
-    prefix = f"{context}: " if context else ""
-    if is_user_error(exc):
-        text = f"{prefix}{exc}"
-    else:
-        log.error("napari-granseg: %s failed", context or "a background task", exc_info=exc)
-        text = (f"{prefix}internal error, please report it (with the log): {type(exc).__name__}: {exc}")
-    notify("error", text)
-    return text
-
-
-def guard(fn: Callable[[], Any], context: str = "", on_error: Callable[[str], None] | None = None) -> Any:
-    """Run a GUI action; an exception becomes a notification (see :func:`notify_error`). Returns fn's value or None.
-
-    ``on_error(text)`` also receives the text shown (widgets keep it for their status line and tests).
-    """
-    try:
-        return fn()
-    except Exception as exc:  # noqa: BLE001 - shown to the user, bugs logged with traceback
-        text = notify_error(exc, context)
-        if on_error is not None:
-            on_error(text)
-        return None
-
 
 def show_model_badge(label, model: Any = None, name: str | None = None, demo: bool | None = None,
                      real_model: str = "") -> None:
@@ -145,59 +87,67 @@ def set_tooltips(tips: Iterable[tuple[Any, str]]) -> None:
         widget.setToolTip(text)
 
 
-def avoid_triton_llvm_crash() -> bool:
-    """Mark triton absent when loading it would crash the process; True if it acted (logged).
+def software_opengl_hazard() -> bool:
+    """True when importing torch's vision part here would crash the whole process.
 
-    Why: with a CUDA build of torch, ``import torchvision`` (which sam2's predictor needs) imports
-    ``torch._dynamo``, which imports ``triton``; loading ``libtriton.so`` after napari has created an OpenGL
-    context on Mesa's software renderer (llvmpipe: VMs, Xvfb, remote desktops) crashes the process with a
-    segmentation fault (two LLVMs in one process; seen with napari 0.9.2, Mesa libLLVM-15, torch 2.14.1+cu130).
-    Acts only when all hold: Linux, Mesa's libLLVM already mapped into the process, triton and torchvision not
-    imported yet, and ``GRANSEG_ALLOW_TRITON`` is not set to 1. It then sets ``sys.modules['triton'] = None``:
-    torch treats triton as not installed, which disables only ``torch.compile`` GPU kernels (unused here).
+    Why: with a CUDA build of torch, ``import torchvision`` (sam2 needs it) loads ``triton``; loading
+    ``libtriton`` after napari has drawn with Mesa's software OpenGL (llvmpipe: VMs, Xvfb, remote desktops)
+    crashes the process (two LLVMs in one process). Loading triton *before* the first OpenGL context is safe,
+    which ``python -m napari_granseg`` does. True only when all hold: Linux, triton installed, Mesa's libLLVM
+    loaded and libtriton not, and ``GRANSEG_ALLOW_TRITON`` is not 1. Reads the process map; changes nothing.
     """
-    if os.environ.get(ALLOW_TRITON_ENV, "") == "1":
-        return False
-    if not sys.platform.startswith("linux") or "triton" in sys.modules or "torchvision" in sys.modules:
+    if os.environ.get(ALLOW_TRITON_ENV, "") == "1" or not sys.platform.startswith("linux"):
         return False
     try:
         with open("/proc/self/maps", encoding="utf-8", errors="replace") as fh:
             maps = fh.read()
     except OSError:  # pragma: no cover - /proc is always there on Linux
         return False
-    if "libLLVM" not in maps:
+    if "libLLVM" not in maps or "libtriton" in maps:
         return False
-    sys.modules["triton"] = None  # type: ignore[assignment]
-    log.info("napari-granseg: software OpenGL (Mesa libLLVM) is loaded; triton marked absent to avoid a crash "
-             "(set %s=1 to disable this)", ALLOW_TRITON_ENV)
-    return True
+    try:
+        return util.find_spec("triton") is not None
+    except (ImportError, ValueError):
+        return False
 
+
+SOFTWARE_OPENGL_MESSAGE = (
+    "napari draws with software OpenGL (Mesa's llvmpipe: a VM, remote desktop or Xvfb), and loading the model "
+    "libraries now would crash napari. Start napari with 'python -m napari_granseg' (it loads them safely "
+    "before the window opens), or, if you know your setup works, set GRANSEG_ALLOW_TRITON=1 before starting "
+    "napari.")
 
 _ENGINE_MODULES = ("napari_granseg.zoo", "napari_granseg.engine.normalize")
-_IMPORT_LOCK = threading.Lock()  # two widgets' first workers may import at once: one at a time, no races
+_IMPORT_LOCK = threading.Lock()  # two widgets' first workers may import at once: one at a time
 
 
 def import_engines(*modules: str) -> None:
     """Import torch, sam2 and the given engine modules; call it in a worker thread, before the first model use.
 
-    Applies :func:`avoid_triton_llvm_crash` first, and keeps the warnings dependencies emit while importing
-    (deprecations of torch, sam2, ...) out of napari's notifications: they go to the log at debug level; the
-    ``torch.jit.script`` deprecation sam2 triggers when it builds a model is ignored from then on.
+    Raises :class:`WidgetError` (with what to do) instead of crashing the process on software OpenGL (see
+    :func:`software_opengl_hazard`). Warnings the libraries emit while being imported go to the log at debug
+    level rather than napari's notifications (caught for the duration of the imports only).
     """
-    # sam2 builds its models with torch.jit.script, deprecated by torch: nothing a user can act on, and napari
-    # would pop it up as a notification at every first model load
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
-    with _IMPORT_LOCK:
-        if all(name in sys.modules for name in _ENGINE_MODULES + modules):
-            return
-        avoid_triton_llvm_crash()
-        with warnings.catch_warnings(record=True) as caught, collector_paused():
-            warnings.simplefilter("always")
-            preload_torch_libraries()  # so that the import does not hold the GUI thread (see _quiet_import)
-            for name in _ENGINE_MODULES + modules:
-                import_module(name)
+    if software_opengl_hazard():
+        raise WidgetError(SOFTWARE_OPENGL_MESSAGE)
+    with _IMPORT_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name in _ENGINE_MODULES + modules:
+            import_module(name)
     for w in caught:
         log.debug("napari-granseg: warning while importing the engines: %s", w.message)
+
+
+@contextlib.contextmanager
+def quiet_model_build() -> Iterator[None]:
+    """Around building a predictor or segmenter: hide the ``torch.jit.script`` deprecation sam2 triggers.
+
+    Nothing a user can act on, and napari would pop it up as a notification at every model load; the filter
+    lives only for the duration of the build.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
+        yield
 
 
 def describe_models(kind: str) -> tuple[list[str], str, bool]:
@@ -211,24 +161,41 @@ def describe_models(kind: str) -> tuple[list[str], str, bool]:
     return names, default, bool(spec is not None and spec.bundled)
 
 
-def start_describe_models(kind: str, on_done: Callable[[tuple[list[str], str, bool]], None]):
-    """Run :func:`describe_models` in a thread worker (imports torch off the GUI thread); ``on_done`` on the GUI
-    thread. Failures are logged only: the widget still works, it just lists fewer models."""
-    from napari.qt.threading import create_worker
+def start_describe_models(kind: str, on_done: Callable[[tuple[list[str], str, bool]], None]) -> BackgroundTask:
+    """Run :func:`describe_models` in the background (it imports torch); ``on_done`` on the GUI thread.
 
-    worker = create_worker(describe_models, kind, _start_thread=False)
+    A setup that cannot load the models (software OpenGL) is told to the user; other failures are logged only:
+    the widget still works, it just lists fewer models.
+    """
+    task = BackgroundTask(context="Listing the models")
 
-    def done(value):
-        try:
-            on_done(value)
-        except RuntimeError as err:  # the widget was closed meanwhile
-            if "has been deleted" not in str(err):
-                raise
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, WidgetError):
+            notify_error(exc, "Listing the models")
+        else:
+            log.warning("napari-granseg: could not list the models: %s", exc)
 
-    worker.returned.connect(done)
-    worker.errored.connect(lambda exc: log.warning("napari-granseg: could not list the models: %s", exc))
-    worker.start()
-    return worker
+    def job(_is_cancelled):
+        return describe_models(kind)
+
+    task.start(job, on_done=on_done, on_error=failed)
+    return task
+
+
+def layer_plan(layer, channels_text: str = "", scale: str = "auto", tile: int | None = None):
+    """The :class:`~napari_granseg.engine.source.ImagePlan` of an image layer (its shape only: nothing is read).
+
+    The rules (level 0, the channel rule, tile or downscale) are the plan's; this only says the fix in the
+    widget's words: a multi-channel image without a choice asks for the "channels" box.
+    """
+    from ..engine.source import ImagePlan, needs_channel_choice
+
+    shape, rgb = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape), bool(layer.rgb)
+    if not channels_text.strip() and needs_channel_choice(shape, rgb):
+        raise WidgetError(f"layer {layer.name!r} of shape {shape} looks like a {shape[-1]}-channel image: type "
+                          f"the channel(s) the model should see in 'channels' (e.g. 1, or 0, 2 for a composite)")
+    return ImagePlan.from_array(layer.data, rgb=rgb, channels=channels_text, name=f"layer {layer.name!r}",
+                                multiscale=bool(layer.multiscale), scale=scale, tile=tile)
 
 
 def unique_layer_name(viewer, name: str) -> str:

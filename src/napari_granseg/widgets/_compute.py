@@ -37,15 +37,15 @@ COMPUTE_TIP = ("where the model runs: 'this machine', or the address of a dask s
                "Plain tcp:// to another machine is refused: anyone reaching that port could run code there")
 
 
+#: the errors of a refused address or an unreachable/lost worker, named rather than imported (the remote
+#: package imports dask: telling them apart must not import it on napari's GUI thread)
+_COMPUTE_ERRORS = frozenset({"RemoteError", "InsecureAddressError"})
+
+
 def is_compute_error(exc: BaseException) -> bool:
     """True for a refused address or an unreachable/lost worker (a message for the user, not a bug)."""
-    import sys
-
-    remote = sys.modules.get("napari_granseg.remote.client.calls")
-    addresses = sys.modules.get("napari_granseg.remote.client.addresses")
-    kinds = tuple(k for k in (getattr(remote, "RemoteError", None), getattr(addresses, "InsecureAddressError", None))
-                  if isinstance(k, type))
-    return bool(kinds) and isinstance(exc, kinds)
+    return any(cls.__module__.startswith("napari_granseg.remote") and cls.__qualname__ in _COMPUTE_ERRORS
+               for cls in type(exc).__mro__)
 
 
 def compute_error_text(exc: BaseException) -> str:
@@ -53,47 +53,32 @@ def compute_error_text(exc: BaseException) -> str:
     return str(exc)
 
 
-def _model_name(model: Any) -> Any:
-    """A zoo name or a path for the worker (a loaded model travels by its zoo name)."""
-    if model is None or isinstance(model, str):
-        return model
-    return getattr(model, "name", model)
-
-
 def make_predictor(model: Any, precision: str = "auto", session=None, cache_size: int = 8):
     """A predictor for ``model`` (a LoadedModel here; a zoo name, a worker path or None for the worker's
-    default there). Call it in a worker thread."""
-    if session is None:
-        from ..engine.interactive import GranularityPredictor
+    default there), through :func:`napari_granseg.compute.open_predictor`. Call it in a worker thread."""
+    from ..compute import open_predictor
+    from ._common import quiet_model_build
 
-        return GranularityPredictor(model, cache_size=cache_size, precision=precision)
-    return session.predictor(_model_name(model), precision=precision)
+    with quiet_model_build():
+        if session is None:
+            return open_predictor(model, precision=precision, cache_size=cache_size)
+        return open_predictor(model, precision=precision, where=session)
 
 
 def make_fewshot(model: Any, session=None, **kwargs):
-    """A few-shot segmenter for ``model`` here (``FewShotSegmenter(model, **kwargs)``) or on the worker
-    (``session.fewshot(name, **kwargs)``). Call it in a worker thread."""
-    if session is None:
-        from ..engine.fewshot import FewShotSegmenter
+    """A few-shot segmenter for ``model`` here or on the worker, through
+    :func:`napari_granseg.compute.open_fewshot`. Call it in a worker thread."""
+    from ..compute import open_fewshot
+    from ._common import quiet_model_build
 
-        return FewShotSegmenter(model, **kwargs)
-    return session.fewshot(_model_name(model), **kwargs)
-
-
-class _Failed:
-    """An exception handed back as a value (napari shows a worker's raised exceptions as error dialogs)."""
-
-    def __init__(self, exc: BaseException):
-        self.exc = exc
+    with quiet_model_build():
+        return open_fewshot(model, where=session, **kwargs)
 
 
 def _connect(text: str):
     from .. import remote
 
-    try:
-        return remote.connect(text)
-    except Exception as exc:  # noqa: BLE001 - shown by ComputeSetting._failed
-        return _Failed(exc)
+    return remote.connect(text)
 
 
 class ComputeSetting:
@@ -103,7 +88,10 @@ class ComputeSetting:
                  on_error: Callable[[str], None] | None = None):
         from qtpy.QtWidgets import QComboBox, QHBoxLayout, QPushButton, QWidget
 
+        from ._tasks import BackgroundTask
+
         self.on_change, self.on_error = on_change, on_error
+        self._task = BackgroundTask(context="Connecting")
         self.session = None
         self.connecting = False
         self.last_error = ""
@@ -136,18 +124,11 @@ class ComputeSetting:
             self.session = None
             self._changed()
             return
-        from napari.qt.threading import create_worker
-
         self.connecting = True
         self.connect_button.setEnabled(False)
-        worker = create_worker(_connect, text, _start_thread=False)
-        worker.returned.connect(self._connected)
-        worker.start()
+        self._task.start(lambda _is_cancelled: _connect(text), on_done=self._connected, on_error=self._failed)
 
     def _connected(self, session) -> None:
-        if isinstance(session, _Failed):
-            self._failed(session.exc)
-            return
         self.connecting = False
         self.connect_button.setEnabled(True)
         self.session = session

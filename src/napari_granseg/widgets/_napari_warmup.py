@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable
 
-from ._quiet_import import collector_paused
-from ._tasks import _unless_closed
+from ._tasks import BackgroundTask, _unless_closed
 
 __all__ = ["warm_layer_imports", "start_warmup"]
 
@@ -25,45 +24,42 @@ def warm_layer_imports() -> None:
     import numpy as np
     from napari.layers import Labels, Points, Shapes
 
-    with collector_paused():
-        Points(np.empty((0, 2)), features={"positive": np.zeros(0, bool)})
-        Shapes(None, ndim=2)
-        Labels(np.zeros((8, 8), np.uint8)).thumbnail  # noqa: B018 - the colormap/thumbnail path imports skimage
-        try:  # vispy caches the patterns at module level (lru_cache); the first lines of a layer need them
-            from vispy.visuals.line.dash_atlas import DashAtlas
+    Points(np.empty((0, 2)), features={"positive": np.zeros(0, bool)})
+    Shapes(None, ndim=2)
+    Labels(np.zeros((8, 8), np.uint8)).thumbnail  # noqa: B018 - the colormap/thumbnail path imports skimage
+    try:  # vispy caches the patterns at module level (lru_cache); the first lines of a layer need them
+        from vispy.visuals.line.dash_atlas import DashAtlas
 
-            DashAtlas()
-        except ImportError:  # pragma: no cover - another vispy layout: napari pays it on the GUI thread
-            pass
+        DashAtlas()
+    except ImportError:  # pragma: no cover - another vispy layout: napari pays it on the GUI thread
+        pass
 
 
 _warmed = False
 
 
-def start_warmup(then: Callable[[], None]):
-    """Run :func:`warm_layer_imports` in a thread worker, then ``then()`` on the GUI thread (also after a failure:
-    the warm-up only saves time). Returns the worker, or None when this process already warmed up (``then`` runs
+def start_warmup(then: Callable[[], None]) -> BackgroundTask | None:
+    """Run :func:`warm_layer_imports` in the background, then ``then()`` on the GUI thread (also after a failure:
+    the warm-up only saves time). Returns the task, or None when this process already warmed up (``then`` runs
     at the next event-loop turn)."""
-    global _warmed
-    then = _unless_closed(then)  # the widget may be closed before the warm-up ends
-    if _warmed:
-        from qtpy.QtCore import QTimer
-
-        QTimer.singleShot(0, then)
-        return None
-    from napari.qt.threading import create_worker
     from qtpy.QtCore import QTimer
 
-    worker = create_worker(warm_layer_imports, _start_thread=False)
+    then = _unless_closed(then)  # the widget may be closed before the warm-up ends
+    if _warmed:
+        QTimer.singleShot(0, then)
+        return None
+    task = BackgroundTask(context="napari warm-up")
 
     def finished():
         global _warmed
         _warmed = True
         then()
 
-    worker.errored.connect(lambda exc: log.debug("napari-granseg: layer warm-up failed: %s", exc))
-    worker.finished.connect(finished)
+    def job(_is_cancelled):
+        warm_layer_imports()
+
     # started at the next event-loop turn: napari docks the widget right after building it, and a worker
     # importing beside that (it shares the interpreter lock) doubled the dock's freeze
-    QTimer.singleShot(0, worker.start)
-    return worker
+    QTimer.singleShot(0, lambda: task.start(job, on_error=lambda exc: log.debug(
+        "napari-granseg: layer warm-up failed: %s", exc), on_finished=finished))
+    return task

@@ -1,27 +1,29 @@
-"""Run model work off napari's GUI thread, with a progress bar, a cancel button and readable errors.
+"""The one way the plugin runs work off napari's GUI thread, and the one way it reports errors.
 
 Why: every model call (loading, image embeddings, decoding, propagation) can take seconds; on the GUI thread
-napari would freeze. Every widget of the plugin runs such work through this module, so that all of them
-behave the same way: a progress bar that moves, a Cancel button that works, and errors shown as napari
-notifications whose message says what to do (never a traceback dialog for a user mistake).
+napari would freeze. Every widget runs such work as a *job* through a runner, so that all of them behave the
+same way: a progress bar that moves, a Cancel button that works, and errors shown as napari notifications whose
+message says what to do (never a traceback dialog for a user mistake).
 
-Protocol
---------
-A task is a *generator function* ``generator_fn(is_cancelled)`` run in a napari thread worker
-(:func:`napari.qt.threading.create_worker`):
+Jobs
+----
+A job is a function ``job(is_cancelled)``, usually a generator:
 
-- it receives ``is_cancelled``, a callable returning True once the user pressed Cancel (check it between
-  steps; the worker is also asked to quit, which stops the generator at its next ``yield``);
-- it yields :class:`Progress` ``(done, total, message)`` as it goes (``total=0``: busy indicator) and may
-  yield other values, passed to ``on_yield`` on the GUI thread;
-- its ``return`` value goes to ``on_done(value)`` on the GUI thread;
-- any exception goes to ``on_error(exc)`` on the GUI thread (default: :func:`notify_error`).
+- ``is_cancelled()`` turns True once the user pressed Cancel: check it between steps;
+- it yields :class:`Progress` ``(done, total, message)`` as it goes (``total=0``: busy indicator) and may yield
+  other values, handed to ``on_yield``;
+- its ``return`` value goes to ``on_done``; any exception to ``on_error`` (default: a notification).
 
-Exceptions are caught inside the worker thread (superqt's worker silently swallows ``RuntimeError``, and
-napari would show a traceback dialog for others), so ``on_error`` sees every failure exactly once.
+Runners
+-------
+:class:`BackgroundTask` runs a job in a napari thread worker and calls back on the GUI thread, wired to optional
+Qt controls; :class:`SyncRunner` runs the same job in the calling thread (tests, scripts). Sessions take either.
 
-Callback-style engine functions (``fn(progress=cb, cancel=cb)``, e.g. :func:`napari_granseg.propagate`) are
-turned into such generators with :func:`blocking_with_progress`.
+Errors
+------
+:class:`WidgetError` is the widgets' user-mistake type; :func:`error_text` tells a user mistake (its message is
+shown) from a bug (logged with its traceback, shown as "internal error, please report"); :func:`guard` wraps
+GUI actions with the same rule.
 
 Example::
 
@@ -36,8 +38,6 @@ Example::
         return len(images)
 
     task.start(job, on_done=lambda n: print(n, "images embedded"))
-
-or in one call: ``run_in_background(widget, job, on_done, on_error, progress_bar, cancel_button)``.
 """
 from __future__ import annotations
 
@@ -45,48 +45,160 @@ import logging
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Generator, Iterable
+from collections.abc import Generator
+from typing import Any, Callable, Protocol
 
-from ._common import USER_ERRORS, WidgetError, avoid_triton_llvm_crash, import_engines, notify_error
+__all__ = ["Progress", "JobRunner", "BackgroundTask", "SyncRunner", "blocking_with_progress", "rescaled_progress",
+           "WidgetError", "USER_ERRORS", "is_user_error", "error_text", "notify", "notify_error", "guard"]
 
-__all__ = ["Progress", "BackgroundTask", "run_in_background", "blocking_with_progress", "notify_error",
-           "USER_ERRORS", "WidgetError", "avoid_triton_llvm_crash", "import_engines", "rescaled_progress"]
+log = logging.getLogger("napari_granseg.widgets")
 
-log = logging.getLogger(__name__)
+Job = Callable[[Callable[[], bool]], Any]
 
 
+# ------------------------------------------------------------------------------------------------ errors
+class WidgetError(ValueError):
+    """A user mistake in a widget (no image, wrong view, ...); the message says what to do."""
+
+
+#: exception types that are user mistakes whatever module raised them (their message says what to do)
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError)
+
+#: user-facing errors of modules that import torch or dask, named rather than imported: telling a user mistake
+#: from a bug must not import torch on napari's GUI thread
+_NAMED_USER_ERRORS = frozenset({"CheckpointError", "ModelDownloadError", "PropagationCancelled", "RemoteError"})
+
+
+def is_user_error(exc: BaseException) -> bool:
+    """True for a user mistake (shown as it is); False for a bug (TypeError, KeyError, ... get a traceback)."""
+    if isinstance(exc, USER_ERRORS):
+        return True
+    return any(cls.__module__.startswith("napari_granseg.") and cls.__qualname__ in _NAMED_USER_ERRORS
+               for cls in type(exc).__mro__)
+
+
+def error_text(exc: BaseException, context: str = "") -> str:
+    """What the user reads for ``exc``: a user mistake's message, or "internal error, please report" for a bug
+    (whose traceback goes to the log). No napari here: sessions use it without Qt."""
+    prefix = f"{context}: " if context else ""
+    if is_user_error(exc):
+        return f"{prefix}{exc}"
+    log.error("napari-granseg: %s failed", context or "a background task", exc_info=exc)
+    return f"{prefix}internal error, please report it (with the log): {type(exc).__name__}: {exc}"
+
+
+def notify(level: str, message: str) -> None:
+    """Show a napari notification: ``level`` is "error", "warning" or "info"."""
+    from napari.utils import notifications
+
+    {"error": notifications.show_error, "warning": notifications.show_warning,
+     "info": notifications.show_info}[level](message)
+
+
+def notify_error(exc: BaseException, context: str = "") -> str:
+    """Show ``exc`` as an error notification (text from :func:`error_text`) and return the text shown."""
+    text = error_text(exc, context)
+    notify("error", text)
+    return text
+
+
+def guard(fn: Callable[[], Any], context: str = "", on_error: Callable[[str], None] | None = None) -> Any:
+    """Run a GUI action; an exception becomes a notification (see :func:`notify_error`). Returns fn's value or None.
+
+    ``on_error(text)`` also receives the text shown (widgets keep it for their status line and tests).
+    """
+    try:
+        return fn()
+    except Exception as exc:  # noqa: BLE001 - shown to the user, bugs logged with traceback
+        text = notify_error(exc, context)
+        if on_error is not None:
+            on_error(text)
+        return None
+
+
+# ------------------------------------------------------------------------------------------------ jobs
 @dataclass(frozen=True)
 class Progress:
-    """A progress report yielded by a task: ``done`` of ``total`` steps (``total=0``: unknown, busy bar)."""
+    """A progress report yielded by a job: ``done`` of ``total`` steps (``total=0``: unknown, busy bar)."""
 
     done: int = 0
     total: int = 0
     message: str = ""
 
 
+class JobRunner(Protocol):
+    """What a session needs to run its jobs: :class:`BackgroundTask` in napari, :class:`SyncRunner` in tests."""
+
+    @property
+    def running(self) -> bool: ...
+
+    def is_cancelled(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+    def start(self, job: Job, *, on_done: Callable[[Any], None] | None = None,
+              on_error: Callable[[BaseException], None] | None = None,
+              on_yield: Callable[[Any], None] | None = None, on_finished: Callable[[], None] | None = None,
+              message: str = "") -> Any: ...
+
+
 class _Failure:
-    """What the worker returns instead of raising (see the module docstring)."""
+    """What the worker returns instead of raising (see :class:`BackgroundTask`)."""
 
     def __init__(self, exc: BaseException):
         self.exc = exc
 
 
-def _guarded(generator_fn: Callable[[Callable[[], bool]], Iterable], is_cancelled: Callable[[], bool]):
-    """Run ``generator_fn`` and turn any exception into a returned :class:`_Failure`."""
+def _guarded(job: Job, is_cancelled: Callable[[], bool]):
+    """Run ``job`` (a generator is iterated) and turn any exception into a returned :class:`_Failure`.
+
+    Why: superqt's worker silently swallows ``RuntimeError`` and napari shows a traceback dialog for others, so
+    exceptions are caught inside the worker and ``on_error`` sees every failure exactly once.
+    """
     try:
-        result = generator_fn(is_cancelled)
-        if hasattr(result, "__next__"):
+        result = job(is_cancelled)
+        if isinstance(result, Generator):
             result = yield from result
         return result
     except BaseException as exc:  # noqa: BLE001 - reported on the GUI thread
         return _Failure(exc)
 
 
-class BackgroundTask:
-    """Runs one generator task at a time in a napari thread worker, wired to optional Qt controls.
+class _Callbacks:
+    """A run's callbacks: progress to the controls, the rest to the caller (shared by both runners)."""
 
-    progress_bar: a ``QProgressBar`` shown while the task runs (range from :class:`Progress`).
-    cancel_button: a ``QPushButton`` enabled while the task runs; clicking it calls :meth:`cancel`.
+    def __init__(self, runner, cancel_event: threading.Event, on_done, on_error, on_yield, on_finished):
+        self.runner, self.cancel_event = runner, cancel_event
+        self.on_done, self.on_error, self.on_yield, self.on_finished = on_done, on_error, on_yield, on_finished
+        self.worker = None  # the napari worker running the job (BackgroundTask)
+
+    def yielded(self, value) -> None:
+        if isinstance(value, Progress):
+            self.runner._show_progress(value)
+        elif self.on_yield is not None:
+            self.on_yield(value)
+
+    def returned(self, value) -> None:
+        if isinstance(value, _Failure):
+            if self.cancel_event.is_set():  # the job stopped because it was asked to: not an error
+                return
+            (self.on_error or (lambda e: notify_error(e, self.runner.context)))(value.exc)
+        elif not self.cancel_event.is_set() and self.on_done is not None:
+            self.on_done(value)
+
+    def finished(self) -> None:
+        self.runner._end(self)
+        if self.on_finished is not None:
+            self.on_finished()
+        for cb in list(self.runner._finished_callbacks):
+            cb()
+
+
+class BackgroundTask:
+    """Runs one job at a time in a napari thread worker, wired to optional Qt controls.
+
+    progress_bar: a ``QProgressBar`` shown while the job runs (range from :class:`Progress`).
+    cancel_button: a ``QPushButton`` enabled while the job runs; clicking it calls :meth:`cancel`.
     status_label: a ``QLabel`` showing the latest :class:`Progress` message.
     context: prefix of error notifications (e.g. "Interactive segmentation").
     """
@@ -113,19 +225,19 @@ class BackgroundTask:
         return self._cancel.is_set()
 
     def cancel(self) -> None:
-        """Ask the running task to stop (at its next ``yield`` or ``is_cancelled()`` check)."""
+        """Ask the running job to stop (at its next ``yield`` or ``is_cancelled()`` check)."""
         self._cancel.set()
         if self.worker is not None:
             self.worker.quit()
         if self.status_label is not None:
             self.status_label.setText("cancelling…")
 
-    def start(self, generator_fn: Callable[[Callable[[], bool]], Any], *, on_done: Callable[[Any], None] | None = None,
+    def start(self, job: Job, *, on_done: Callable[[Any], None] | None = None,
               on_error: Callable[[BaseException], None] | None = None, on_yield: Callable[[Any], None] | None = None,
               on_finished: Callable[[], None] | None = None, message: str = ""):
-        """Start ``generator_fn`` in a thread worker (see the module docstring); returns the worker.
+        """Start ``job`` in a thread worker (see the module docstring); returns the worker.
 
-        Raises RuntimeError if a task is already running (check :attr:`running`, or :meth:`cancel` first).
+        Raises RuntimeError if a job is already running (check :attr:`running`, or :meth:`cancel` first).
         ``on_finished`` runs after success, error or cancel alike.
         """
         from napari.qt.threading import create_worker
@@ -133,45 +245,27 @@ class BackgroundTask:
         if self.worker is not None:
             raise RuntimeError("another task is still running: wait for it or press Cancel")
         self._cancel = threading.Event()
-        cancel_event = self._cancel
-        worker = create_worker(_guarded, generator_fn, cancel_event.is_set, _start_thread=False)
+        calls = _Callbacks(self, self._cancel, on_done, on_error, on_yield, on_finished)
+        worker = create_worker(_guarded, job, self._cancel.is_set, _start_thread=False)
         self.worker = worker
-
-        def yielded(value):
-            if isinstance(value, Progress):
-                self._show_progress(value)
-            elif on_yield is not None:
-                on_yield(value)
-
-        def returned(value):
-            if isinstance(value, _Failure):
-                if cancel_event.is_set():  # the task stopped because it was asked to: not an error
-                    return
-                (on_error or (lambda e: notify_error(e, self.context)))(value.exc)
-            elif not cancel_event.is_set() and on_done is not None:
-                on_done(value)
-
-        def finished():
-            if self.worker is worker:
-                self.worker = None
-            self._set_idle(cancelled=cancel_event.is_set())
-            if on_finished is not None:
-                on_finished()
-            for cb in list(self._finished_callbacks):
-                cb()
-
-        worker.yielded.connect(_unless_closed(yielded))
-        worker.returned.connect(_unless_closed(returned))
-        worker.finished.connect(_unless_closed(finished))
+        calls.worker = worker
+        worker.yielded.connect(_unless_closed(calls.yielded))
+        worker.returned.connect(_unless_closed(calls.returned))
+        worker.finished.connect(_unless_closed(calls.finished))
         self._set_busy(message)
         worker.start()
         return worker
 
     def on_any_finished(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` on the GUI thread after every task of this runner ends."""
+        """Call ``callback`` on the GUI thread after every job of this runner ends."""
         self._finished_callbacks.append(callback)
 
     # ---------------------------------------------------------------- controls
+    def _end(self, calls: _Callbacks) -> None:
+        if self.worker is calls.worker:
+            self.worker = None
+        self._set_idle(cancelled=calls.cancel_event.is_set())
+
     def _show_progress(self, p: Progress) -> None:
         bar = self.progress_bar
         if bar is not None:
@@ -201,8 +295,63 @@ class BackgroundTask:
             self.status_label.setText("cancelled")
 
 
+class SyncRunner:
+    """Runs a job to its end in the calling thread, with the callbacks of :class:`BackgroundTask`.
+
+    For Qt-free tests and scripts of a session. ``progress`` keeps every :class:`Progress` seen; ``cancel_after``
+    (a number of yields) presses Cancel mid-job, as a person would.
+    """
+
+    def __init__(self, context: str = "", cancel_after: int | None = None):
+        self.context = context
+        self.cancel_after = cancel_after
+        self.progress: list[Progress] = []
+        self._cancel = threading.Event()
+        self._running = False
+        self._finished_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def is_cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def on_any_finished(self, callback: Callable[[], None]) -> None:
+        self._finished_callbacks.append(callback)
+
+    def start(self, job: Job, *, on_done=None, on_error=None, on_yield=None, on_finished=None, message: str = ""):
+        if self._running:
+            raise RuntimeError("another task is still running: wait for it or press Cancel")
+        self._cancel = threading.Event()
+        calls = _Callbacks(self, self._cancel, on_done, on_error, on_yield, on_finished)
+        self._running = True
+        steps, n = _guarded(job, self._cancel.is_set), 0
+        while True:
+            try:
+                value = next(steps)
+            except StopIteration as stop:
+                calls.returned(stop.value)
+                break
+            calls.yielded(value)
+            n += 1
+            if self.cancel_after is not None and n >= self.cancel_after:
+                self._cancel.set()
+        calls.finished()
+        return None
+
+    def _show_progress(self, p: Progress) -> None:
+        self.progress.append(p)
+
+    def _end(self, calls: _Callbacks) -> None:
+        self._running = False
+
+
 def _unless_closed(callback: Callable) -> Callable:
-    """Wrap a GUI-thread callback so a task that ends after its widget was closed does nothing.
+    """Wrap a GUI-thread callback so a job that ends after its widget was closed does nothing.
 
     Why: a model load started when a dock widget opens can finish after the user (or a test) closed the
     viewer; Qt has then deleted the widgets and touching them raises RuntimeError("... has been deleted").
@@ -219,30 +368,14 @@ def _unless_closed(callback: Callable) -> Callable:
     return wrapper
 
 
-def run_in_background(widget, generator_fn, on_done=None, on_error=None, progress_bar=None, cancel_button=None,
-                      status_label=None, message: str = ""):
-    """One-shot form of :class:`BackgroundTask`: start ``generator_fn`` and return the task object.
-
-    ``widget``'s title (``windowTitle()``, else its class name) prefixes error notifications. The returned
-    task is kept alive on ``widget._granseg_tasks`` until it finishes.
-    """
-    context = (widget.windowTitle() if hasattr(widget, "windowTitle") else "") or type(widget).__name__
-    task = BackgroundTask(progress_bar, cancel_button, status_label, context=context)
-    keep = widget.__dict__.setdefault("_granseg_tasks", [])
-    keep.append(task)
-    task.start(generator_fn, on_done=on_done, on_error=on_error, message=message,
-               on_finished=lambda: keep.remove(task) if task in keep else None)
-    return task
-
-
 def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bool],
                            poll_s: float = 0.1) -> Generator[Progress, None, Any]:
     """Run ``fn(progress, cancel)`` (a callback-style blocking call) and yield its progress as it comes.
 
     ``fn`` runs in a helper thread and receives ``progress(done, total)`` and ``cancel() -> bool`` callbacks
     (e.g. ``lambda progress, cancel: gs.propagate(model, stack, prompt, progress=progress, cancel=cancel)``).
-    Use with ``result = yield from blocking_with_progress(fn, is_cancelled)`` inside a task; ``fn``'s
-    exception is re-raised in the task.
+    Use with ``result = yield from blocking_with_progress(fn, is_cancelled)`` inside a job; ``fn``'s
+    exception is re-raised in the job.
     """
     q: queue.Queue = queue.Queue()
     box: dict[str, Any] = {}
@@ -250,7 +383,7 @@ def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bo
     def target():
         try:
             box["result"] = fn(lambda done, total: q.put(Progress(int(done), int(total))), is_cancelled)
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the task
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the job
             box["error"] = exc
         finally:
             q.put(None)
@@ -259,7 +392,7 @@ def blocking_with_progress(fn: Callable[..., Any], is_cancelled: Callable[[], bo
     thread.start()
     while True:
         if is_cancelled():
-            # the task ends only once ``fn`` has seen is_cancelled() and returned (at its next slice or batch):
+            # the job ends only once ``fn`` has seen is_cancelled() and returned (at its next slice or batch):
             # no computation goes on behind the user's back, nor races the next run
             thread.join()
             return None
@@ -280,7 +413,7 @@ def rescaled_progress(steps: Generator[Progress, None, Any], part: int, n_parts:
                       label: str = "") -> Generator[Progress, None, Any]:
     """Forward the progress of part ``part`` of ``n_parts`` equal parts as progress of the whole; return its value.
 
-    Why: a task made of several runs (e.g. one per granularity) shows one bar from 0 to 100 %, not one that
+    Why: a job made of several runs (e.g. one per granularity) shows one bar from 0 to 100 %, not one that
     restarts at every part. Use as ``value = yield from rescaled_progress(blocking_with_progress(...), k, n)``.
     """
     while True:

@@ -19,59 +19,39 @@ From the napari console::
     w.granularity.setText("0.1, 0.5, 1.0"); w.run()   # same as pressing Run; w.busy is False when done
     w.hierarchy.to_table(); w.export("/path/to/folder")
 
-The GUI thread only reads the controls and adds the finished layers (one per event-loop turn, so three levels
-do not freeze napari at once); reading the image, loading the model, segmenting and building the hierarchy
-happen in the background task (``widgets/_everything_job.py``).
+The widget only reads its controls and adds the finished layers (one per event-loop turn, so three levels do
+not freeze napari at once); reading the image, loading the model, segmenting and building the hierarchy
+happen in the background, here or on the GPU machine chosen under "compute", with the same results.
 """
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar,
                             QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
-from qtpy.QtCore import QTimer
-
-from ._napari_warmup import start_warmup
-from ._common import (LAYER_SPACING_MS, PRECISIONS, PRECISION_TIP, guard, import_engines, notify, set_tooltips,
+from ._common import (LAYER_SPACING_MS, PRECISIONS, PRECISION_TIP, guard, layer_plan, notify, set_tooltips,
                       show_model_badge, start_describe_models, steady_combo, unique_layer_name)
 from ._compute import ComputeSetting
-from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, remote_job, segment_level, settings_for
-from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
-from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
+from ._everything_job import SCALE_TIP, TILE_TIP, EverythingRequest, ModelShown
+from ._everything_session import EverythingSession, parse_granularities
+from ._layer_pixels import CHANNELS_TIP
+from ._napari_warmup import start_warmup
+from ._tasks import BackgroundTask, WidgetError
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
 
 PRESETS = {"auto (model's device)": None, "CPU (24 points per side)": "cpu", "GPU (upstream, 64 per side)": "cuda"}
 
 
-def parse_granularities(text: str) -> list[float]:
-    """'0.1, 0.5,1' -> [0.1, 0.5, 1.0] (sorted, unique); raises ValueError saying what to type."""
-    values = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            values.append(float(part))
-        except ValueError:
-            raise ValueError(f"cannot read granularity {part!r}: type one number in [0.1, 1] or a comma list "
-                             f"such as '0.1, 0.5, 1.0'") from None
-    if not values:
-        raise ValueError("type a granularity in [0.1, 1] (0.1 = finest parts, 1.0 = whole objects), or a comma "
-                         "list for a hierarchy")
-    bad = [v for v in values if not 0.1 - 1e-6 <= v <= 1.0 + 1e-6]
-    if bad:
-        raise ValueError(f"granularity {bad} is outside [0.1, 1]: 0.1 = finest parts, 1.0 = whole objects")
-    return sorted(set(values))
-
-
 class EverythingWidget(QWidget):
     """Whole-image segmentation at one or several granularities (see the module docstring).
 
-    After a run: ``layers`` (g -> the new Labels layer), ``hierarchy`` (a
-    :class:`~napari_granseg.engine.hierarchy.Hierarchy`), ``task`` (the background runner), ``busy``.
+    A view of an :class:`~._everything_session.EverythingSession` (``session``): after a run, ``layers``
+    (g -> the new Labels layer), ``hierarchy``; ``task`` is the background runner, ``busy`` True until the
+    last layer is added.
     """
 
     def __init__(self, napari_viewer: Any, model=None, parent: QWidget | None = None):
@@ -80,9 +60,8 @@ class EverythingWidget(QWidget):
         self.viewer = napari_viewer
         self.model = model
         self.layers: dict[float, Any] = {}
-        self.hierarchy = None
-        self.last_error = ""
         self._pending_layers: list[dict] = []
+        self._auto_device = "cpu"  # what "auto" means, known once the model list was read (torch imported)
 
         self.model_badge = QLabel("")
         self.model_badge.setWordWrap(True)
@@ -164,6 +143,10 @@ class EverythingWidget(QWidget):
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Segment everything")
         self.task.on_any_finished(self._update_buttons)
+        self.session = EverythingSession(self.task, notify=notify)
+        self.session.model_shown_changed.connect(self._show_run_model)
+        self.session.finished.connect(self._add_results)
+        self.session.failed.connect(self._update_buttons)
         self.run_button.clicked.connect(self._run_clicked)
         self.export_button.clicked.connect(self._export_clicked)
         self.preset.currentTextChanged.connect(self._preset_changed)
@@ -192,6 +175,7 @@ class EverythingWidget(QWidget):
     def _models_described(self, described) -> None:
         names, default, demo = described
         self._default_model = (default, demo)
+        self._auto_device = _auto_device()
         self._preset_changed(self.preset.currentText())  # torch is imported now: "auto" can see a GPU
         if self.model is None:
             current = self.model_combo.currentText()
@@ -234,16 +218,8 @@ class EverythingWidget(QWidget):
     def _preset_changed(self, text: str) -> None:
         device = PRESETS.get(text)
         if device is None:
-            device = str(getattr(self.model, "device", "cpu")) if self.model is not None else _auto_device()
+            device = str(self.model.device) if self.model is not None else self._auto_device
         self.points.setValue(24 if device.startswith("cpu") else 64)
-
-    @staticmethod
-    def _predictor(model, choice: str, precision: str = "auto"):
-        """(the loaded model, its predictor at ``precision``); runs in the worker."""
-        from ..api import get_model, get_predictor
-
-        loaded = get_model(model if model is not None else (None if choice.startswith("default") else choice))
-        return loaded, get_predictor(loaded, precision=precision)
 
     @property
     def busy(self) -> bool:
@@ -254,103 +230,57 @@ class EverythingWidget(QWidget):
         self.run_button.setEnabled(not self.busy)
         self.export_button.setEnabled(not self.busy and self.hierarchy is not None)
 
+    @property
+    def hierarchy(self):
+        """The parts-to-wholes hierarchy of the last run (None before a run, or for labels written to disk)."""
+        return self.session.hierarchy
+
+    @property
+    def last_error(self) -> str:
+        """The last error message shown by this widget ("" after a run started well)."""
+        return self.session.last_error
+
     # ---------------------------------------------------------------- running
     def _run_clicked(self) -> None:
-        guard(self.run, "Segment everything", self._remember_error)
-
-    def _remember_error(self, text: str) -> None:
-        self.last_error = text
+        guard(self.run, "Segment everything", self.session.fail)
 
     def _compute_failed(self, message: str) -> None:
-        self.last_error = message
+        self.session.fail(message)
         self.status.setText(message)
+
+    def request(self) -> EverythingRequest:
+        """What Run would do, read from the controls and the image layer's shape (no pixels are read)."""
+        name = self.image_combo.currentText()
+        if not name or name not in self.viewer.layers:
+            raise WidgetError("pick an image layer (open an image or a sample first: File > Open Sample)")
+        layer = self.viewer.layers[name]
+        plan = layer_plan(layer, self.channels.text(), self.scale.currentText(), int(self.tile.value()) or None)
+        source = tuple(tuple(np.asarray(v)[list(plan.spatial_axes)]) for v in (layer.scale, layer.translate))
+        choice = self.model_combo.currentText()
+        model = self.model if self.model is not None else (None if choice.startswith("default") else choice)
+        return EverythingRequest(plan=plan, layer_name=name, source=source,
+                                 granularities=tuple(parse_granularities(self.granularity.text())), model=model,
+                                 precision=self.precision.currentText(), points=int(self.points.value()),
+                                 stability=float(self.stability.value()))
 
     def run(self):
         """Start segmenting in the background (same as pressing Run); returns the napari worker."""
         if self.busy:
-            raise RuntimeError("a run is in progress: wait for it or press Cancel")
-        name = self.image_combo.currentText()
-        if not name or name not in self.viewer.layers:
-            raise ValueError("pick an image layer (open an image or a sample first: File > Open Sample)")
-        layer = self.viewer.layers[name]
-        # a reference to the pixels (level 0 of a multiscale layer): they are read in the worker, slice by slice
-        pixels = LayerPixels(level0(layer), bool(getattr(layer, "rgb", False)),
-                             parse_channels(self.channels.text()), name)
-        gvals = parse_granularities(self.granularity.text())
-        source = tuple(tuple(np.asarray(v)[list(pixels.spatial_axes)]) for v in (layer.scale, layer.translate))
-        # every Qt control is read here, on the GUI thread; the job runs in a worker thread
-        model, choice = self.model, self.model_combo.currentText()
-        preset_device, points = PRESETS.get(self.preset.currentText()), int(self.points.value())
-        stability, precision = float(self.stability.value()), self.precision.currentText()
-        scale, tile = self.scale.currentText(), (int(self.tile.value()) or None)
-        session = self.compute.session
-        if session is not None:
-            return self._run_remote(session, pixels, gvals, source, name, model, choice, points, stability,
-                                    precision, scale, tile)
-        self.last_error = ""
+            raise WidgetError("a run is in progress: wait for it or press Cancel")
+        request = self.request()
+        worker = self.session.run(request, where=self.compute.session)
         self.run_button.setEnabled(False)
         self.export_button.setEnabled(False)
+        return worker
 
-        def job(is_cancelled):
-            yield Progress(0, 0, "loading the model…")
-            import_engines("napari_granseg.api", "napari_granseg.engine.automatic", "napari_granseg.engine.hierarchy",
-                           "napari_granseg.engine.tiling")
-            loaded, pred = self._predictor(model, choice, precision)
-            yield ("model", loaded)
-            granularity = gvals if pred.has_granularity else [None]
-            n_levels = len(granularity)
-            results, stores = {}, {}
-            for k, g in enumerate(granularity):
-                if is_cancelled():
-                    return None
-                settings = settings_for(pred, g, preset_device, points, stability)
-                label = "SAM 2" if g is None else f"g={g:g}"
-                yield Progress(0, 0, f"{label}: {settings.points_per_side ** 2} prompts per image or tile"
-                                     f" ({k + 1}/{n_levels})")
-                out = None
-                if pixels.is_stack:
-                    out, store = new_labels_array(pixels.labels_shape, f"{name} everything {label}")
-                    if store is not None:
-                        stores[g] = store
-
-                def fn(progress, cancel, g=g, settings=settings, out=out):
-                    return segment_level(pred, pixels, g, settings, scale, tile, out, progress, cancel)
-                # progress over all levels: level k's (done, total) becomes (k * total + done, levels * total)
-                results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k, n_levels, label)
-            if is_cancelled():
-                return None
-            return layer_specs(results, name, source, stores)
-
-        def yielded(value):
-            if isinstance(value, tuple) and value and value[0] == "model":
-                show_model_badge(self.model_badge, value[1], real_model="unsamv2-plus")
-
-        return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
-
-    def _run_remote(self, session, pixels, gvals, source, name, model, choice, points, stability, precision,
-                    scale, tile):
-        """The same run on the GPU worker of ``session`` (the compute setting): each image or slice is sent
-        once per granularity and its labels come back; layers are added exactly as for a local run."""
-        self.last_error = ""
-        self.run_button.setEnabled(False)
-        self.export_button.setEnabled(False)
-        model_name = getattr(model, "name", model) if model is not None else (
-            None if choice.startswith("default") else choice)
-        overrides = {"points_per_side": points, **({"stability_score_thresh": stability} if stability > 0 else {})}
-
-        job = remote_job(session, pixels, gvals, source, name, model_name, overrides, precision, scale, tile)
-
-        def yielded(value):
-            if isinstance(value, tuple) and value and value[0] == "remote-model":
-                pred = value[1]
-                show_model_badge(self.model_badge, name=f"{model_name or 'default'} on {session.address}",
-                                 demo=bool(getattr(pred, "is_demo", False)), real_model="unsamv2-plus")
-
-        return self.task.start(job, on_done=self._add_results, on_yield=yielded, message="starting…")
+    def _show_run_model(self, shown: ModelShown) -> None:
+        if shown.model is not None:
+            show_model_badge(self.model_badge, shown.model, real_model="unsamv2-plus")
+        else:
+            show_model_badge(self.model_badge, name=shown.name, demo=shown.demo, real_model="unsamv2-plus")
 
     def _add_results(self, specs: dict) -> None:
         """Add the finished layers one at a time, napari drawing in between (see ``LAYER_SPACING_MS``)."""
-        self.hierarchy = specs["hierarchy"]
         self.layers = {}
         self._pending_layers = list(specs["layers"])
         self.status.setText(specs["summary"])
@@ -376,14 +306,9 @@ class EverythingWidget(QWidget):
     # ---------------------------------------------------------------- export
     def export(self, folder) -> list:
         """Write the last run's label TIFFs (one per g) and the hierarchy CSV to ``folder``; returns paths."""
-        if self.hierarchy is None:
-            raise ValueError("nothing to export yet: press Run first")
-        # export what the layers hold now (the user may have corrected labels)
+        # what the layers hold now: the user may have corrected labels
         levels = {g: np.asarray(layer.data) for g, layer in self.layers.items() if layer in self.viewer.layers}
-        from ..engine.hierarchy import build_hierarchy
-
-        hierarchy = build_hierarchy(levels) if levels else self.hierarchy
-        return hierarchy.export(folder)
+        return self.session.export(folder, levels)
 
     def _export_clicked(self) -> None:
         from qtpy.QtWidgets import QFileDialog
@@ -391,22 +316,16 @@ class EverythingWidget(QWidget):
         folder = QFileDialog.getExistingDirectory(self, "Export labels and hierarchy table to folder")
         if not folder:
             return
-        paths = guard(lambda: self.export(folder), "Export", self._remember_error)
+        paths = guard(lambda: self.export(folder), "Export", self.session.fail)
         if paths is not None:
             notify("info", f"wrote {len(paths)} files to {folder}")
 
 
 def _auto_device() -> str:
-    """The device "auto" means, once torch is imported (by the first worker); "cpu" until then."""
-    import sys
-
-    if "torch" not in sys.modules:
-        return "cpu"
+    """The device "auto" means (call it once torch is imported, as after the model list was read)."""
     from ..devices import resolve_device
 
     try:
         return resolve_device("auto").type
-    except Exception:  # noqa: BLE001
+    except Exception:  # noqa: BLE001 - a broken GPU setup: the CPU preset is the safe one
         return "cpu"
-
-

@@ -6,8 +6,9 @@ Points or Shapes layer instead, the slices with prompts are references of one cl
 clicks, a rectangle is a box, paths/lines/polygons are scribbles (their outline sampled to points).
 The result goes to a NEW Labels layer; your reference layer is never written to.
 
-The GUI thread only reads the controls and the layers' shapes; reading the stack, loading the model and
-segmenting run in the background task, and each finished slice is written into the output layer.
+The widget only reads its controls and the layers' shapes; reading the stack, loading the model and segmenting
+run in the background, here or on the GPU machine chosen under "Compute" with the same results, and finished
+slices appear in the output layer as they are done.
 
 From the napari console::
 
@@ -20,56 +21,35 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QProgressBar, QPushButton,
                             QVBoxLayout, QWidget)
 
-from ._napari_warmup import start_warmup
-from ._common import (PRECISIONS, PRECISION_TIP, guard, import_engines, set_tooltips, show_model_badge,
+from ._common import (PRECISIONS, PRECISION_TIP, guard, layer_plan, notify, set_tooltips, show_model_badge,
                       start_describe_models, steady_combo, unique_layer_name)
-from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
-from ._compute import ComputeSetting, make_fewshot
+from ._compute import ComputeSetting
+from ._everything_job import ModelShown
 from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
-from ._tasks import BackgroundTask, Progress
+from ._fewshot_session import FewShotRequest, FewShotSession, parse_slices
+from ._layer_pixels import CHANNELS_TIP
+from ._napari_warmup import start_warmup
+from ._tasks import BackgroundTask, WidgetError
 
 __all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice", "SCRIBBLE_POINTS"]
 
 _NONE = "(none)"
 
 
-def parse_slices(text: str, n: int) -> list[int]:
-    """'0, 3, 5-7' -> [0, 3, 5, 6, 7]; negative indices count from the end. Raises ValueError with the fix."""
-    out: list[int] = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else part[1:].split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            else:
-                out.append(int(part))
-        except ValueError:
-            raise ValueError(f"cannot read slice list {text!r}: use numbers and ranges like '0, 3, 5-7'.") from None
-    out = [i + n if i < 0 else i for i in out]
-    bad = [i for i in out if not 0 <= i < n]
-    if bad:
-        raise ValueError(f"slices {bad} are outside the series (0..{n - 1}).")
-    return sorted(set(out))
-
-
 class FewShotWidget(QWidget):
-    """Few-shot series segmentation (see the module docstring). ``segmenter``: the engine of the last run."""
+    """Few-shot series segmentation (see the module docstring): a view of a
+    :class:`~._fewshot_session.FewShotSession` (``session``). ``segmenter``: the engine of the last run."""
 
     def __init__(self, napari_viewer: Any, parent: QWidget | None = None):
         super().__init__(parent)
         self.setWindowTitle("Few-shot series")
         self.viewer = napari_viewer
         self.model = None
-        self.segmenter = None
         self.output_layer = None
-        self.last_error = ""
+        self._source_name = ""
         self._default_model: tuple[str, bool] | None = None
 
         self.model_badge = QLabel("")
@@ -80,7 +60,7 @@ class FewShotWidget(QWidget):
         self.slices_edit = QLineEdit()
         self.slices_edit.setPlaceholderText("all slices with labels (or e.g. 0, 5, 9-10)")
         self.model_edit = QLineEdit()
-        self.compute = ComputeSetting(on_error=lambda message: self.status.setText(message))
+        self.compute = ComputeSetting(on_error=self._compute_failed)
         self.model_edit.setPlaceholderText("zoo name or checkpoint path (empty: best cached, else demo)")
         self.size_combo = QComboBox()
         self.size_combo.addItems(["640", "518", "model size"])
@@ -136,7 +116,11 @@ class FewShotWidget(QWidget):
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Few-shot")
         self.task.on_any_finished(self._finished)
-        self.run_button.clicked.connect(lambda: guard(self.run, "Few-shot", self._remember_error))
+        self.session = FewShotSession(self.task, notify=notify)
+        self.session.model_shown_changed.connect(self._show_run_model)
+        self.session.output_ready.connect(self._add_output)
+        self.session.slice_done.connect(self._slice_done)
+        self.run_button.clicked.connect(lambda: guard(self.run, "Few-shot", self.session.fail))
         self.model_edit.editingFinished.connect(self._show_model_choice)
         self.viewer.layers.events.inserted.connect(self._refresh_layers)
         self.viewer.layers.events.removed.connect(self._refresh_layers)
@@ -193,158 +177,87 @@ class FewShotWidget(QWidget):
         else:
             self.model_badge.setText("model: default (finding the best available…)")
 
-    def _get_model(self, text: str):
-        """The model to run (worker thread): the given one, or the Model field's, or the default."""
-        from .. import zoo
-
-        if self.model is not None and (not text or text == getattr(self.model, "name", None)):
-            return self.model
-        return zoo.load_model(text or zoo.default_model_name("sansa"), kind="sansa")
-
     # ------------------------------------------------------------------------------------------ running
-    def _collect(self) -> dict:
-        """Read the controls and the layers' shapes (GUI thread, cheap); raise ValueError with the fix."""
+    @property
+    def segmenter(self):
+        """The few-shot segmenter of the last run (here, or its stand-in on the GPU worker)."""
+        return self.session.segmenter
+
+    @property
+    def last_error(self) -> str:
+        """The last error message shown by this widget ("" after a run started well)."""
+        return self.session.last_error
+
+    @property
+    def _done(self) -> int:
+        return self.session.done
+
+    def _compute_failed(self, message: str) -> None:
+        self.session.fail(message)
+        self.status.setText(message)
+
+    def request(self) -> FewShotRequest:
+        """What Run would do, from the controls and the layers' shapes (cheap: no pixels are read).
+        Raises WidgetError with the fix."""
         image_layer = self._layer(self.image_combo)
         if image_layer is None:
-            raise ValueError("no image layer: open a series (a 3D stack) and pick it as Image.")
-        # shapes only here; the worker reads one slice at a time (level 0 of a multiscale layer)
-        pixels = LayerPixels(level0(image_layer), bool(getattr(image_layer, "rgb", False)),
-                             parse_channels(self.channels.text()), image_layer.name)
-        if not pixels.is_stack:
-            raise ValueError(f"the image layer {image_layer.name!r} is a single 2D image; few-shot needs a "
-                             f"series (slices, rows, cols): stack your images, e.g. np.stack(list_of_images).")
-        shape = pixels.labels_shape
+            raise WidgetError("no image layer: open a series (a 3D stack) and pick it as Image.")
+        plan = layer_plan(image_layer, self.channels.text())
+        if not plan.is_stack:
+            raise WidgetError(f"the image layer {image_layer.name!r} is a single 2D image; few-shot needs a "
+                              f"series (slices, rows, cols): stack your images, e.g. np.stack(list_of_images).")
+        shape = plan.labels_shape
         n = shape[0]
-        labels_layer, prompts_layer = self._layer(self.labels_combo), self._layer(self.points_combo)
         chosen = parse_slices(self.slices_edit.text(), n) if self.slices_edit.text().strip() else None
-        job = {"pixels": pixels, "n": n, "chosen": chosen, "labels": None, "prompts": None,
-               "size": self.size_combo.currentText(), "precision": self.precision.currentText(),
-               "model_text": self.model_edit.text().strip(), "layer_name": image_layer.name,
-               "session": self.compute.session}
+        size = self.size_combo.currentText()
+        common = dict(plan=plan, layer_name=image_layer.name, chosen=None if chosen is None else tuple(chosen), model=self.model,
+                      model_text=self.model_edit.text().strip(), precision=self.precision.currentText(),
+                      image_size=None if size == "model size" else int(size))
+        labels_layer, prompts_layer = self._layer(self.labels_combo), self._layer(self.points_combo)
         if labels_layer is not None:
             if tuple(labels_layer.data.shape) != shape[:3]:
-                raise ValueError(f"labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
-                                 f"the image {shape[:3]}: add a Labels layer over the image (Layers > New Labels).")
-            return {**job, "labels": labels_layer.data, "source": labels_layer.name}
+                raise WidgetError(f"labels layer {labels_layer.name!r} has shape {tuple(labels_layer.data.shape)}, "
+                                  f"the image {shape[:3]}: add a Labels layer over the image (Layers > New "
+                                  f"Labels).")
+            return FewShotRequest(source_name=labels_layer.name, labels=labels_layer.data, **common)
         if prompts_layer is not None:
             by_slice = prompts_by_slice(prompts_layer)
             refs = sorted(i for i in by_slice if 0 <= i < n and (chosen is None or i in chosen))
             if not refs:
-                raise ValueError("no prompts on any slice of the series (or none on the chosen slices).")
-            return {**job, "prompts": {i: by_slice[i] for i in refs}, "source": prompts_layer.name}
-        raise ValueError("pick a reference Labels layer (paint the class on a few slices) or a Points/Shapes layer.")
+                raise WidgetError("no prompts on any slice of the series (or none on the chosen slices).")
+            return FewShotRequest(source_name=prompts_layer.name, prompts={i: by_slice[i] for i in refs}, **common)
+        raise WidgetError("pick a reference Labels layer (paint the class on a few slices) or a Points/Shapes "
+                          "layer.")
 
     def run(self):
         """Start segmenting in the background (same as pressing Run); returns the napari worker.
 
-        Input mistakes found on the GUI thread raise ValueError; the others (empty references, a bad model
-        name) are shown as notifications when the task reaches them.
+        Input mistakes found here raise WidgetError; the others (empty references, a bad model name) are
+        shown as notifications when the run reaches them.
         """
-        if self.busy:
-            raise RuntimeError("a few-shot run is in progress: wait, or press Cancel.")
-        job = self._collect()
-        self.last_error = ""
-        self.run_button.setEnabled(False)
+        request = self.request()
+        worker = self.session.run(request, where=self.compute.session)
+        self._source_name = request.source_name
         self.output_layer = None
+        self.run_button.setEnabled(False)
+        return worker
 
-        def work(is_cancelled):
-            yield Progress(0, 0, "loading the model…")
-            import_engines("napari_granseg.engine.fewshot")
+    def _show_run_model(self, shown: ModelShown) -> None:
+        if shown.model is not None:
+            show_model_badge(self.model_badge, shown.model, real_model="sansa-universal")
+        else:
+            show_model_badge(self.model_badge, name=shown.name, demo=shown.demo, real_model="sansa-universal")
 
-            session = job["session"]
-            if session is None:
-                model = self._get_model(job["model_text"])
-                yield ("model", model)
-            else:  # the model loads on the GPU worker, by name (docs/remote.md)
-                model = job["model_text"] or getattr(self.model, "name", None) or "sansa-universal"
-                yield ("remote-model", model, session.address)
-            yield Progress(0, 0, "reading the references…")
-            pixels: LayerPixels = job["pixels"]
-            refs, ref_labels = self._references(job)
-            size = job["size"]
-            # one range for the whole series (read from at most 16 slices), every slice scaled alike
-            segmenter = make_fewshot(model, session, image_size=None if size == "model size" else int(size),
-                                     precision=job["precision"], intensity_range=pixels.intensity())
-            self.segmenter = segmenter
-            targets = [i for i in range(pixels.n) if i not in refs]
-            out, store = new_labels_array(pixels.labels_shape, f"{job['layer_name']} few-shot")
-            if ref_labels is not None:
-                for i, lab in zip(refs, ref_labels):
-                    out[i] = lab
-            yield ("output", out, refs, targets, store)
-            target_images = (pixels[i] for i in targets)  # read one slice at a time
-            if ref_labels is not None and session is not None:  # one worker call per slice
-                ref_images = [pixels[i] for i in refs]
-                gen = (segmenter.segment_classes([t], ref_labels, ref_images, cancel=is_cancelled)[0]
-                       for t in target_images)
-            elif ref_labels is not None:
-                gen = segmenter.iter_segment_classes(target_images, ref_labels, [pixels[i] for i in refs],
-                                                     cancel=is_cancelled)
-            else:
-                segmenter.clear_references()
-                for i in refs:
-                    segmenter.add_reference(pixels[i], **job["prompts"][i])
-                gen = (r.mask.astype(np.int32) for r in segmenter.segment_many(target_images, cancel=is_cancelled))
-            for n, (i, lab) in enumerate(zip(targets, gen)):
-                out[i] = lab  # written here, in the worker (a zarr store: one chunk per slice)
-                yield ("slice", i)
-                yield Progress(n + 1, len(targets), f"segmented slice {i} ({n + 1}/{len(targets)})")
-            return len(targets)
+    def _add_output(self, out, refs, targets, store) -> None:
+        base = f"{self._source_name} few-shot"
+        self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base),
+                                                   metadata={"store": str(store)} if store else {})
+        self.progress.setRange(0, max(1, len(targets)))
+        self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
 
-        self._done = 0
-        return self.task.start(work, on_yield=self._on_yield, on_error=self._on_error, message="starting…")
-
-    @staticmethod
-    def _references(job: dict) -> tuple[list[int], list[np.ndarray] | None]:
-        """(reference slices, their label images or None for prompts); worker thread: reads the labels one
-        slice at a time. Raises ValueError with the fix."""
-        if job["labels"] is None:
-            return sorted(job["prompts"]), None
-        labels = job["labels"]
-        chosen = job["chosen"]
-        read = {}
-        for i in (chosen if chosen is not None else range(job["n"])):
-            lab = np.asarray(labels[i])
-            if lab.any():
-                read[i] = lab
-        refs = chosen if chosen is not None else sorted(read)
-        empty = [i for i in refs if i not in read]
-        if empty:
-            raise ValueError(f"reference slices {empty} have no labels: paint the class on them or remove "
-                             f"them from 'Reference slices'.")
-        if not refs:
-            raise ValueError("no labels on any slice: paint the class on one or a few slices of the "
-                             "reference Labels layer, then Run.")
-        return refs, [read[i] for i in refs]
-
-    def _on_yield(self, item) -> None:
-        kind = item[0]
-        if kind == "model":
-            show_model_badge(self.model_badge, item[1], real_model="sansa-universal")
-        elif kind == "remote-model":
-            show_model_badge(self.model_badge, name=f"{item[1]} on {item[2]}", demo=item[1].endswith("-demo"),
-                             real_model="sansa-universal")
-        elif kind == "output":
-            _, out, refs, targets, store = item
-            source = self._layer(self.labels_combo) or self._layer(self.points_combo)
-            base = f"{source.name if source is not None else 'series'} few-shot"
-            self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base),
-                                                       metadata={"store": str(store)} if store else {})
-            self.progress.setRange(0, max(1, len(targets)))
-            self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
-        elif kind == "slice":
-            layer = self.output_layer
-            if layer is not None:
-                layer.refresh()  # the worker wrote the slice into the layer's array
-            self._done += 1
-
-    def _on_error(self, exc: BaseException) -> None:
-        from ._common import notify_error
-
-        self.last_error = notify_error(exc, "Few-shot")
-
-    def _remember_error(self, text: str) -> None:
-        self.last_error = text
+    def _slice_done(self, _index: int) -> None:
+        if self.output_layer is not None:
+            self.output_layer.refresh()  # the job wrote the slice into the layer's array
 
     def _finished(self) -> None:
         self.run_button.setEnabled(True)
