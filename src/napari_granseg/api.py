@@ -57,11 +57,15 @@ def segment(image: np.ndarray, points: Sequence[Sequence[float]], granularity: f
     return segmentation.segment(image, points, granularity, **call)
 
 
-def segment_everything(image: np.ndarray, granularity: float = 0.5, model: LoadedModel | str | None = None,
+def segment_everything(image: np.ndarray, granularity: float | Sequence[float] = 0.5, model: LoadedModel | str | None = None,
                        precision: str = "auto", intensity: tuple[float, float] | None = None, *,
                        channels: int | Sequence[int] | None = None, channel_axis: int | None = None,
                        scale: str = "auto", tile: int | None = None, scheduler=None, **settings) -> np.ndarray:
     """Instance labels of the whole image at ``granularity`` (see :mod:`napari_granseg.engine.automatic`).
+
+    ``granularity``: a number in [0.1, 1]; a list of them gives the hierarchy of those levels, as the
+    everything widget does (an ``engine.hierarchy.Hierarchy``: ``.levels[g]`` the labels at g, parts linked
+    to the wholes containing them).
 
     ``intensity``: the (low, high) grey range (a stack's, for a slice); handed to the automatic engine,
     which scales every crop with it. ``settings``: fields of ``AutomaticSettings`` (unknown names are errors),
@@ -70,6 +74,10 @@ def segment_everything(image: np.ndarray, granularity: float = 0.5, model: Loade
     """
     from . import segmentation
 
+    if isinstance(granularity, (list, tuple, np.ndarray)) and np.ndim(granularity) > 0:
+        return _everything_levels(image, granularity, model=model, precision=precision, intensity=intensity,
+                                  channels=channels, channel_axis=channel_axis, scale=scale, tile=tile,
+                                  scheduler=scheduler, **settings)
     call = dict(model=model, precision=precision, intensity=intensity, channels=channels,
                 channel_axis=channel_axis, scale=scale, tile=tile, **settings)
     if scheduler is not None:
@@ -77,3 +85,19 @@ def segment_everything(image: np.ndarray, granularity: float = 0.5, model: Loade
 
         return resolve_where(scheduler).segment_everything(image, granularity, **call)
     return segmentation.segment_everything(image, granularity, **call)
+
+
+def _everything_levels(image: np.ndarray, granularity, **kwargs):
+    """:func:`segment_everything` at each granularity of a list: the parts-to-wholes hierarchy the everything
+    widget builds from its levels (``Hierarchy.levels``: g -> instance labels, finest first; ``parent``,
+    ``children``, ``to_table`` link each part to the whole containing it)."""
+    from .engine.hierarchy import build_hierarchy
+    from .engine.prompts import as_granularities
+
+    as_granularities(granularity, name="granularity")  # every value a number in [0.1, 1], or a clear error
+    if kwargs.get("return_info"):
+        raise ValueError("return_info=True needs one granularity (a number); with a list of granularities the "
+                         "result is a hierarchy of label images")
+    values = dict.fromkeys(float(g) for g in np.asarray(granularity, np.float64).reshape(-1))
+    return build_hierarchy({g: segment_everything(image, g, **kwargs) for g in values})
+

@@ -93,7 +93,7 @@ def _parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser("segment", help="segment images/stacks at a granularity (whole image) or from a prompt file")
     seg.add_argument("inputs", nargs="+", help="image files, folders, TIFF stacks or .zarr stores")
-    seg.add_argument("--granularity", "-g", type=float, default=0.5,
+    seg.add_argument("--granularity", "-g", type=_granularity_arg, default=0.5,
                      help="0.1 (small parts) .. 1 (whole objects); default 0.5")
     seg.add_argument("--prompts", default=None, help="CSV/JSON prompt file: image,row,col[,granularity,object,label,slice]")
     seg.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -124,6 +124,24 @@ def _parser() -> argparse.ArgumentParser:
     smp.add_argument("-n", type=_int_in(1, 1000), default=4, help="number of images (1..1000)")
     smp.add_argument("--size", type=_int_in(16, 4096), default=256, help="image size in pixels (16..4096)")
     return ap
+
+
+def _granularity_arg(text: str) -> float:
+    """``--granularity``: one number in [0.1, 1]; several values are refused by name (one label image per
+    input; the Python API's ``gs.segment_everything(image, granularity=[...])`` gives a hierarchy)."""
+    parts = [p for p in text.replace(";", ",").split(",") if p.strip()]
+    if len(parts) > 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} holds {len(parts)} values: a run writes one label image per input at one granularity; "
+            f"run once per value (each with its own --out), or use gs.segment_everything(image, "
+            f"granularity=[...]) in Python for the parts-to-wholes hierarchy")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number: give one in [0.1, 1]") from None
+    if not 0.1 <= value <= 1.0:  # NaN fails this too
+        raise argparse.ArgumentTypeError(f"{text!r} is outside [0.1, 1] (0.1 = finest parts, 1 = whole objects)")
+    return value
 
 
 def _parse_settings(pairs: Sequence[str]) -> dict:
@@ -203,6 +221,8 @@ def _run(args) -> int:
             check_address(args.scheduler)
         if job.mode == "prompts":
             read_prompts(job.prompts)  # a bad prompt file fails now, with its line number
+        if job.mode == "fewshot":
+            _check_references(job)
         if job.mode == "whole":
             _check_whole_engine()
         stacks, images = _split_inputs(inputs, args)
@@ -272,6 +292,14 @@ def _print_reports(reports) -> int:
         print(f"{name}: {rep.summary()}" if len(reports) > 1 else rep.summary())
         bad += len(rep.failed) + len(rep.refused)
     return bad
+
+
+def _check_references(job) -> None:
+    """Every few-shot reference pair read and checked before any target is processed (ValueError naming the
+    reference image and label image at fault: the run stops with nothing written)."""
+    from .batch.worker import fewshot_references
+
+    fewshot_references(job)
 
 
 def _check_whole_engine() -> None:

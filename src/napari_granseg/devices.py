@@ -9,14 +9,21 @@ import os
 
 import torch
 
-__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "check_precision",
+__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "check_precision",
            "autocast_dtype", "precision_context"]
 
 #: The one precision setting of every engine, the CLI (``--precision``) and the widgets.
 #: "fp32": no autocast anywhere: computes what the official code computes (float32 throughout).
-#: "bf16": autocast to bfloat16 (image encoder, memory attention, decoder) wherever the device allows it.
-#: "auto": bf16 where it is measured to be faster (CUDA with bf16, CPUs with native bf16), else fp32.
+#: "bf16": autocast to bfloat16 for every model call (image encoder, memory path, decoder) where the device
+#:     allows it.
+#: "auto": the image encoder in bf16 where bf16 is native (CUDA with bf16, CPUs with AVX512-BF16/AMX), every
+#:     other stage in float32. Why: the encoder is nearly all of the time and bf16 halves it; the prompt
+#:     encoder, mask decoder and memory path cost little and decide where the mask border falls, so keeping
+#:     them in float32 keeps the masks close to fp32's at almost bf16's speed (docs/precision.md).
 PRECISIONS = ("auto", "fp32", "bf16")
+#: The parts of a model call the policy tells apart: "encoder" (the image encoder) and "heads" (prompt
+#: encoder, mask decoder, memory encoder and memory attention).
+STAGES = ("encoder", "heads")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -65,11 +72,13 @@ def check_precision(precision: str) -> str:
     return precision
 
 
-def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch.dtype | None:
-    """The autocast dtype ``precision`` means on ``device`` (None: float32, no autocast)."""
+def autocast_dtype(device: torch.device | str, precision: str = "auto", stage: str = "encoder") -> torch.dtype | None:
+    """The autocast dtype ``precision`` means on ``device`` for ``stage`` (None: float32, no autocast)."""
     check_precision(precision)
+    if stage not in STAGES:
+        raise ValueError(f"stage={stage!r} is not one of {STAGES}")
     device = torch.device(device)
-    if precision == "fp32":
+    if precision == "fp32" or (precision == "auto" and stage != "encoder"):
         return None
     if precision == "bf16":
         if device.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -84,14 +93,15 @@ def autocast_dtype(device: torch.device | str, precision: str = "auto") -> torch
     return None
 
 
-def precision_context(device: torch.device | str, precision: str = "auto"):
-    """The context every model call of an engine runs in.
+def precision_context(device: torch.device | str, precision: str = "auto", stage: str = "heads"):
+    """The context a model call of an engine runs in: ``stage`` "encoder" for the image encoder, "heads" for
+    everything else (see :data:`PRECISIONS` for what "auto" runs where).
 
     "fp32" returns ``torch.autocast(..., enabled=False)``, not a null context, so that even an autocast opened
     by the caller (a notebook, a trainer) cannot make the engine drift from the official float32 outputs.
     """
     device = torch.device(device)
-    dtype = autocast_dtype(device, precision)
+    dtype = autocast_dtype(device, precision, stage)
     device_type = device.type if device.type in ("cuda", "cpu", "mps") else "cpu"
     if dtype is None:
         return torch.autocast(device_type=device_type, enabled=False)

@@ -80,10 +80,15 @@ def test_fp32_ignores_an_outer_autocast_bit_for_bit_and_bf16_differs(model, scen
     assert set(seen[ENCODER]) == {torch.bfloat16} and set(seen[DECODER]) == {torch.bfloat16}
     assert half[0].dtype == np.float32 and np.isfinite(half[0]).all()
     assert not np.array_equal(plain[0], half[0])
-    # "auto" is exactly one of the two, as devices.autocast_dtype says for this machine
-    auto = _predict(model, scene, "auto")
-    expected = half if autocast_dtype("cpu", "auto") == torch.bfloat16 else plain
-    np.testing.assert_array_equal(auto[0], expected[0])
+    # "auto": the image encoder in bf16 where this CPU has native bf16, the decoder always in float32
+    with DtypeHooks(model.module, names) as seen:
+        auto = _predict(model, scene, "auto")
+    encoder = autocast_dtype("cpu", "auto", "encoder") or torch.float32
+    assert set(seen[ENCODER]) == {encoder} and set(seen[DECODER]) == {torch.float32}
+    if encoder == torch.float32:
+        np.testing.assert_array_equal(auto[0], plain[0])
+    else:
+        assert not np.array_equal(auto[0], half[0]) and not np.array_equal(auto[0], plain[0])
 
 
 def test_embeddings_of_different_precisions_are_cached_apart(model, scene, tmp_path):
@@ -112,6 +117,10 @@ def test_propagation_fp32_ignores_an_outer_autocast_and_bf16_runs_in_bf16(model)
     with DtypeHooks(model.module, names) as seen:
         propagate(model, stack, prompt, granularity=0.5, precision="bf16")
     assert all(set(v) == {torch.bfloat16} for v in seen.values()), seen
+    with DtypeHooks(model.module, names) as seen:  # "auto": only the encoder in bf16 (where it is native)
+        propagate(model, stack, prompt, granularity=0.5, precision="auto")
+    assert set(seen[ENCODER]) == {autocast_dtype("cpu", "auto", "encoder") or torch.float32}, seen
+    assert set(seen[MEMORY]) == set(seen[DECODER]) == {torch.float32}, seen
 
 
 @pytest.mark.parametrize("bad", ["fp16", "FP32", None, 32])

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from napari_granseg.devices import autocast_dtype
 from napari_granseg.engine.fewshot import FewShotSegmenter
 from napari_granseg.models.sansa import build_sansa_model
 from napari_granseg.synthetic import shapes_scene
@@ -55,6 +56,10 @@ def test_fp32_ignores_an_outer_autocast_and_bf16_uses_it_everywhere(model):
     assert plain.logits.dtype == np.float32
     assert _autocast_seen(model, "fp32", refs, target, outer=True) == {p: {False} for p in PARTS}
     assert _autocast_seen(model, "bf16", refs, target, outer=False) == {p: {True} for p in PARTS}
+    # "auto": the image encoder in bf16 where this CPU has it natively, everything else in float32
+    native = autocast_dtype("cpu", "auto", "encoder") is not None
+    assert _autocast_seen(model, "auto", refs, target, outer=True) == {
+        p: {native and p == "image_encoder"} for p in PARTS}
     assert not np.array_equal(plain.logits, _run(model, "bf16", refs, target).logits)
 
 

@@ -96,11 +96,7 @@ class _ClassStream:
     def __init__(self, model, job: Job):
         from ..engine.fewshot import FewShotSegmenter
 
-        pairs = reference_pairs(job.references, job.reference_labels)
-        images = [_channel_view(read_image(a), job) for a, _ in pairs]
-        labels = [_label_plane(read_image(b)) for _, b in pairs]
-        if not any((lab > 0).any() for lab in labels):
-            raise ValueError("the reference label images are all background (0): label at least one object")
+        labels, images = fewshot_references(job)
         self.segmenter = FewShotSegmenter(model, image_size=job.image_size, **job.engine_options())
         self._references = (labels, images)
         self._job = job
@@ -126,8 +122,12 @@ class _ClassStream:
             raise
 
 
-def _label_plane(labels: np.ndarray) -> np.ndarray:
-    return labels if labels.ndim == 2 else labels[..., 0]
+def fewshot_references(job: Job) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(label planes, images) of every reference pair of ``job``, all checked before any target is
+    segmented; a :class:`~.references.ReferenceError` names every file at fault (``batch.references``)."""
+    from .references import load_references
+
+    return load_references(reference_pairs(job.references, job.reference_labels), lambda im: _channel_view(im, job))
 
 
 def _fewshot_for(job: Job, model) -> _ClassStream:

@@ -26,8 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-__all__ = ["Features", "encode_frames", "build_memory", "target_step", "memory_banks", "segment_with_banks"]
+__all__ = ["Features", "encode_frames", "build_memory", "reference_memory", "target_step", "memory_banks", "segment_with_banks"]
 
 Features = tuple  # (vision_feats: list[(HW, B, C)], vision_pos_embeds: list, feat_sizes: list[(h, w)])
 
@@ -44,20 +45,38 @@ def build_memory(sam: torch.nn.Module, ref_features: Sequence[Features], ref_pro
     """Encode references 0..k-1 into SAM 2's memory (``output_dict``) with upstream's frame roles.
 
     ``ref_prompts[i]``: ``{"mask_inputs": (B,1,S,S) or None, "point_inputs": {point_coords, point_labels}
-    or None}``. Returns ``(output_dict, per-reference outputs)``.
+    or None}``. Returns ``(output_dict, per-reference outputs)``. Each reference's memory is encoded as
+    upstream does it (:func:`reference_memory`), not as ``track_step`` would.
     """
     output_dict: dict[str, dict[int, Any]] = {"cond_frame_outputs": {}, "non_cond_frame_outputs": {}}
     outs = []
     for i, (feats, prompt) in enumerate(zip(ref_features, ref_prompts)):
         vision_feats, vision_pos, sizes = feats
-        out = sam.track_step(
-            frame_idx=i, is_init_cond_frame=True, current_vision_feats=vision_feats,
-            current_vision_pos_embeds=vision_pos, feat_sizes=sizes,
-            point_inputs=prompt.get("point_inputs"), mask_inputs=prompt.get("mask_inputs"),
-            output_dict=output_dict, num_frames=num_frames, run_mem_encoder=True)
+        out, sam_outputs, _, _ = sam._track_step(
+            i, True, vision_feats, vision_pos, sizes, prompt.get("point_inputs"), prompt.get("mask_inputs"),
+            output_dict, num_frames, False, None)
+        low_res, obj_ptr, object_score_logits = sam_outputs[3], sam_outputs[5], sam_outputs[6]
+        memory, memory_pos = reference_memory(sam, vision_feats, sizes, low_res, object_score_logits)
+        out.update(pred_masks=low_res, obj_ptr=obj_ptr, object_score_logits=object_score_logits,
+                   maskmem_features=memory, maskmem_pos_enc=memory_pos)
         output_dict["cond_frame_outputs" if i == 0 else "non_cond_frame_outputs"][i] = out
         outs.append(out)
     return output_dict, outs
+
+
+def reference_memory(sam: torch.nn.Module, vision_feats: list, feat_sizes: list, low_res_logits: torch.Tensor,
+                     object_score_logits: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """A reference's memory (features, positional encodings) the way the official SANSA code encodes it.
+
+    Why not ``track_step``'s own memory: upstream feeds the memory encoder the reference's low-res logits
+    brought back to the model size (bilinear), for mask prompts too, where ``track_step`` would feed the +-10
+    mask at full size (sharper edges: target logits move by ~1e-4). And the logits always go through the
+    sigmoid (upstream never binarises point-prompted masks).
+    """
+    size = (int(sam.image_size), int(sam.image_size))
+    high = F.interpolate(low_res_logits.float(), size=size, mode="bilinear", align_corners=False)
+    return sam._encode_new_memory(current_vision_feats=vision_feats, feat_sizes=feat_sizes, pred_masks_high_res=high,
+                                  object_score_logits=object_score_logits, is_mask_from_pts=False)
 
 
 def target_step(sam: torch.nn.Module, features: Features, output_dict: dict, frame_idx: int,
@@ -70,17 +89,19 @@ def target_step(sam: torch.nn.Module, features: Features, output_dict: dict, fra
         output_dict=output_dict, num_frames=num_frames, run_mem_encoder=False)
 
 
-def memory_banks(sam: torch.nn.Module, output_dict: dict) -> list[tuple[dict, int]]:
+def memory_banks(sam: torch.nn.Module, output_dict: dict, split: bool = True) -> list[tuple[dict, int]]:
     """Split a memory of k references into banks SAM 2 reads completely: ``[(bank output_dict, k_bank)]``.
 
-    Up to ``num_maskmem`` references: ``[(output_dict, k)]`` unchanged. More: references 1..k-1 in their
-    order, in ``ceil((k - 1) / (num_maskmem - 1))`` consecutive groups of near-equal size; each bank holds
-    reference 0 as frame 0 (conditioning) and its group as frames 1..k_bank-1.
+    Up to ``num_maskmem`` references, or ``split=False`` (the official episode, where the target reads the
+    masks of reference 0 and of the 6 references just before it): ``[(output_dict, k)]`` unchanged. More:
+    references 1..k-1 in their order, in ``ceil((k - 1) / (num_maskmem - 1))`` consecutive groups of
+    near-equal size; each bank holds reference 0 as frame 0 (conditioning) and its group as frames
+    1..k_bank-1.
     """
     cond = output_dict["cond_frame_outputs"]
     others = [output_dict["non_cond_frame_outputs"][i] for i in sorted(output_dict["non_cond_frame_outputs"])]
     capacity = int(sam.num_maskmem) - 1
-    if capacity < 1 or len(others) <= capacity:
+    if not split or capacity < 1 or len(others) <= capacity:
         return [(output_dict, len(cond) + len(others))]
     banks = []
     for group in np.array_split(np.arange(len(others)), math.ceil(len(others) / capacity)):

@@ -66,7 +66,9 @@ class FewShotSegmenter:
     take the official 8-bit path (``engine.fewshot_input``).
 
     Any number of references counts: beyond 7 (SAM 2's memory size) they are split into memory banks that
-    share the first reference, and the banks' logits are averaged (``engine.episode``).
+    share the first reference, and the banks' logits are averaged (``engine.episode``). ``banks=False`` runs
+    the official episode instead, where the target reads the masks of the first reference and of the last 6
+    (and the object pointers of all).
 
     It implements :class:`~napari_granseg.engine.protocols.FewShot`; on a GPU machine open it through
     ``napari_granseg.compute.open_fewshot(model, where=ADDRESS)`` (docs/remote.md).
@@ -75,7 +77,7 @@ class FewShotSegmenter:
     """
 
     def __init__(self, model: Any, image_size: int | None = 640, precision: str = "auto",
-                 intensity_range: tuple[float, float] | None = None, scheduler=None):
+                 intensity_range: tuple[float, float] | None = None, scheduler=None, banks: bool = True):
         if scheduler is not None:
             raise TypeError(remote_hint("FewShotSegmenter", "open_fewshot", scheduler))
         module = getattr(model, "module", model)
@@ -90,6 +92,9 @@ class FewShotSegmenter:
         self.precision = check_precision(precision)
         autocast_dtype(self.device, self.precision)  # bf16 where the device has none: fail now, not later
         self.intensity_range = check_intensity(intensity_range, "intensity_range", strict=True)
+        if not isinstance(banks, bool):
+            raise TypeError(f"banks={banks!r}: pass True (every reference counts) or False (the official episode).")
+        self.banks = banks
         self._refs: list[Reference] = []
         self._memory: dict | None = None
 
@@ -112,7 +117,7 @@ class FewShotSegmenter:
         return list(self._refs)
 
     def precision_context(self):
-        """The context every model call runs in (``napari_granseg.devices.precision_context``)."""
+        """The context every model call but the image encoder's runs in (``devices.precision_context``)."""
         return precision_context(self.device, self.precision)
 
     def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -131,13 +136,13 @@ class FewShotSegmenter:
 
     def encode(self, tensor: torch.Tensor) -> Features:
         """Image features of one prepared image (the adapted encoder, under the precision setting)."""
-        with self.precision_context():
+        with precision_context(self.device, self.precision, "encoder"):
             return encode_frames(self.sam, tensor)[0]
 
     def target_logits(self, features: Features, memory: dict) -> torch.Tensor:
         """Low-res logits of a target against a reference memory (every memory bank, fused)."""
         with self.precision_context():
-            return segment_with_banks(self.sam, features, memory_banks(self.sam, memory))
+            return segment_with_banks(self.sam, features, memory_banks(self.sam, memory, split=self.banks))
 
     # ----------------------------------------------------------------------------------------- references
     def add_reference(self, image: np.ndarray, mask: np.ndarray | None = None, points=None, box=None,

@@ -118,7 +118,7 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     @torch.no_grad()
     def _compute_features(self, x: torch.Tensor) -> dict:
-        with precision_context(self.device, self.precision):
+        with precision_context(self.device, self.precision, "encoder"):
             backbone_out = self.model.forward_image(x)
             _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
             if self.model.directly_add_no_mem_embed:

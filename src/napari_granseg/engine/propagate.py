@@ -23,7 +23,8 @@ from ..models.loaded import LoadedModel
 from .normalize import ImageShapeError, check_image, check_intensity, model_input, stack_intensity_range
 from .prompts import as_box, as_granularities, as_points
 
-__all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled", "init_state_in_memory"]
+__all__ = ["InMemoryFrames", "ObjectPrompt", "propagate", "PropagationCancelled", "init_state_in_memory",
+           "EncodedFrameCache"]
 
 
 class PropagationCancelled(RuntimeError):
@@ -78,19 +79,45 @@ class ObjectPrompt:
     mask: np.ndarray | None = field(default=None, repr=False)
 
 
-def init_state_in_memory(predictor, frames: InMemoryFrames) -> dict:
+class EncodedFrameCache(dict):
+    """The state's ``cached_features`` (one frame, as SAM 2 keeps it), filled by the image encoder in the
+    encoder stage of the precision policy.
+
+    Why: SAM 2's video code calls ``forward_image`` itself, inside the engine's context for every other model
+    call; the encoder is the one stage "auto" runs in bf16 (``devices.PRECISIONS``), so the features are
+    computed here, on SAM 2's own lookup (``cached_features.get(frame_idx)``), never missing.
+    """
+
+    def __init__(self, predictor, frames: InMemoryFrames, precision: str):
+        super().__init__()
+        self.predictor, self.frames, self.precision = predictor, frames, precision
+
+    def get(self, frame_idx, default=None):  # type: ignore[override]
+        if frame_idx not in self:
+            device = self.predictor.device
+            image = self.frames[frame_idx].to(device).float().unsqueeze(0)
+            with precision_context(device, self.precision, "encoder"):
+                backbone_out = self.predictor.forward_image(image)
+            self.clear()
+            self[frame_idx] = (image, backbone_out)
+        return self[frame_idx]
+
+
+def init_state_in_memory(predictor, frames: InMemoryFrames, precision: str = "fp32") -> dict:
     """SAM 2's inference state for ``frames``, as ``SAM2VideoPredictor.init_state`` builds it from files.
 
     ``init_state`` reads frames only through its file loader; the rest of the state is plain bookkeeping,
     set here key by key (a test checks the keys against ``init_state``'s own on a real frame folder).
-    Frames stay in memory and are normalised on demand; the state lives on the model's device.
+    Frames stay in memory and are normalised on demand; the state lives on the model's device. The image
+    encoder runs in ``precision``'s encoder stage (:class:`EncodedFrameCache`).
     """
     h, w = frames.hw
     device = predictor.device
     state = {
         "images": frames, "num_frames": len(frames), "offload_video_to_cpu": False,
         "offload_state_to_cpu": False, "video_height": h, "video_width": w, "device": device,
-        "storage_device": device, "point_inputs_per_obj": {}, "mask_inputs_per_obj": {}, "cached_features": {},
+        "storage_device": device, "point_inputs_per_obj": {}, "mask_inputs_per_obj": {},
+        "cached_features": EncodedFrameCache(predictor, frames, precision),
         "constants": {}, "obj_id_to_idx": OrderedDict(), "obj_idx_to_id": OrderedDict(), "obj_ids": [],
         "output_dict_per_obj": {}, "temp_output_dict_per_obj": {}, "frames_tracked_per_obj": {},
     }
@@ -141,7 +168,8 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     ``granularity`` (UnSAMv2): applies to every object without its own ``ObjectPrompt.granularity``;
     objects with different g are propagated in separate passes (g conditions every frame).
     ``threshold``: logit threshold (default -1 for UnSAMv2 as upstream's video path, 0 for SAM 2).
-    ``precision``: "auto" | "fp32" | "bf16" for every model call (encoder, memory attention, decoder).
+    ``precision``: "auto" | "fp32" | "bf16" (``devices.PRECISIONS``: "auto" runs the image encoder in bf16
+    where it is native, the memory path and the decoder in float32).
     ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.
@@ -215,7 +243,7 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
 
         ctx = module.granularity_context(g) if has_g else contextlib.nullcontext()
         with torch.inference_mode(), precision_context(device, precision), ctx:
-            state = init_state_in_memory(module, frames)
+            state = init_state_in_memory(module, frames, precision)
             _add_prompts(module, state, group, frames)
             _run(module, state, start, threshold, write, step)
     return out

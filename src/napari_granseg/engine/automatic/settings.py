@@ -7,6 +7,7 @@ must be refused before the first decoder pass, with a message that says what to 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
+from numbers import Real
 
 import numpy as np
 import torch
@@ -168,6 +169,9 @@ def granularity_values(predictor, granularity: float | None) -> np.ndarray | Non
     """
     if granularity is None:
         return None
+    if isinstance(granularity, bool) or not isinstance(granularity, (Real, np.number)):
+        raise ValueError(f"granularity={granularity!r}: one whole-image run takes one number in [0.1, 1]; for "
+                         f"several levels pass the list to gs.segment_everything (a parts-to-wholes hierarchy)")
     if not predictor.has_granularity:
         raise ValueError("this model has no granularity input (a stock SAM 2 model): pass granularity=None, or "
                          "load an UnSAMv2 model (gs.load_model('unsamv2-plus')) to choose a granularity")
