@@ -118,19 +118,16 @@ def _parse_settings(pairs: Sequence[str]) -> dict:
 
 
 def _parse_channels(text: str | None) -> int | tuple[int, ...] | None:
-    if text is None:
-        return None
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise ValueError(f"--channels {text!r}: give channel numbers, e.g. --channels 1 or --channels 0,2") from None
-    return values[0] if len(values) == 1 else values
+    from .engine.channels import parse_channels
+
+    return parse_channels(text, "--channels")
 
 
 def _check_channels(images: Sequence[str], recursive: bool) -> None:
     """Refuse, in one line before any work, multi-channel images (H, W, 2|5) without --channels."""
     from .batch import expand_inputs
     from .batch.worker import channels_needed_message
+    from .engine.source import needs_channel_choice
     from .io import stack_shape
 
     for f in expand_inputs(images, recursive=recursive):
@@ -138,7 +135,7 @@ def _check_channels(images: Sequence[str], recursive: bool) -> None:
             shape = stack_shape(f) if f.suffix.lower() in (".tif", ".tiff") else None
         except Exception:  # unreadable files are reported per item by the run
             continue
-        if shape is not None and len(shape) == 3 and shape[-1] in (2, 5):
+        if shape is not None and needs_channel_choice(shape):
             raise ValueError(channels_needed_message(f, shape))
 
 

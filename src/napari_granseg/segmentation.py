@@ -173,8 +173,12 @@ def segment(image, points: Sequence[Sequence[float]], granularity: float | Seque
 def segment_everything(image, granularity: float = 0.5, model: LoadedModel | str | None = None,
                        precision: str = "auto", intensity: tuple[float, float] | None = None, *,
                        channels=None, channel_axis: int | None = None, scale: str = "auto",
-                       tile: int | None = None, **settings) -> np.ndarray:
-    """``napari_granseg.segment_everything`` on this machine (see :func:`napari_granseg.api.segment_everything`)."""
+                       tile: int | None = None, with_info: bool = False, **settings):
+    """``napari_granseg.segment_everything`` on this machine (see :func:`napari_granseg.api.segment_everything`).
+
+    with_info: return (labels, per-label info) where the image is segmented whole, (labels, None) where it
+    is tiled (a job that does not know the model's input size in advance asks for it this way).
+    """
     from .engine.automatic import segment_everything as _everything
     from .engine.tiling import segment_everything_tiled
 
@@ -186,13 +190,16 @@ def segment_everything(image, granularity: float = 0.5, model: LoadedModel | str
                          f"napari_granseg.jobs.segment_everything_slices for the whole stack")
     image = plan.plane()
     intensity = plan.intensity()
+    if with_info and not plan.tiled:
+        settings["return_info"] = True
     if plan.tiled and settings.get("return_info"):
         raise ValueError("return_info=True is not available with tiling: pass scale='downscale', or drop "
                          "return_info")
     with pred.lock:
         if plan.tiled:
-            return segment_everything_tiled(pred, image, granularity, tile=plan.tile, intensity=intensity,
-                                            **settings)
+            labels = segment_everything_tiled(pred, image, granularity, tile=plan.tile, intensity=intensity,
+                                              **settings)
+            return (labels, None) if with_info else labels
         if intensity is not None:
             settings["intensity"] = intensity
         return _everything(pred, image, granularity=granularity, **settings)

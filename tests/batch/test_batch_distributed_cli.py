@@ -38,7 +38,7 @@ def test_local_cluster_gives_the_single_process_labels(client, image_folder, tmp
 
     pids = {r["pid"] for r in multi.done}
     assert os.getpid() not in pids and 1 <= len(pids) <= 2
-    models_per_worker = client.run(lambda: len(__import__("napari_granseg.batch.worker").batch.worker._MODELS))
+    models_per_worker = client.run(lambda: __import__("napari_granseg.model_store").model_store.cached_model_count())
     assert sorted(models_per_worker.values()) == [1, 1]
     # resume and bad files behave the same on the cluster
     (folder / "img_001b.tif").write_bytes(b"broken")

@@ -79,9 +79,11 @@ def no_images_error(inputs: Any, recursive: bool) -> NoImagesError:
                          f"*_labels.* are outputs and are left out{hint})")
 
 
-def is_stack_shape(shape: Sequence[int]) -> bool:
-    """(N, H, W[, C]) rather than one (H, W[, C]) image: 4 axes, or 3 with a last axis that is no colour axis."""
-    return len(shape) == 4 or (len(shape) == 3 and shape[-1] not in (1, 3, 4))
+def is_stack_shape(shape: Sequence[int], channels_chosen: bool = False) -> bool:
+    """(N, H, W[, C]) rather than one (H, W[, C]) image: the image plan's rule (``engine.source``)."""
+    from ..engine.source import is_stack_shape as rule
+
+    return rule(shape, channels_chosen)
 
 
 _lock = threading.Lock()

@@ -17,6 +17,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ..io import LabelsZarr, read_image, write_labels_tiff
+from ..engine.source import needs_channel_choice
 from .inputs import Item, is_stack_shape, read_slice
 from .job import Job, ModelRef, reference_pairs
 from .outputs import DISK_ERRNOS, OutputRefusedError, disk_error_line, foreign_output, refusal_message
@@ -70,23 +71,20 @@ def channels_needed_message(path, shape) -> str:
 
 
 def _plane_shape(image: np.ndarray, options: dict) -> tuple[int, int]:
-    """(H, W) of the plane the model sees: the image's, without its channel axis when channels are chosen."""
-    if image.ndim == 3 and ("channels" in options or "channel_axis" in options):
-        from ..engine.channels import channel_axis_of
+    """(H, W) of the plane the model sees (the image plan's, with the job's channel choice)."""
+    from ..engine.source import ImagePlan
 
-        axis = channel_axis_of(image.shape, options.get("channel_axis"))
-        if axis is not None:
-            return tuple(n for i, n in enumerate(image.shape) if i != axis)[:2]
-    return image.shape[:2]
+    return ImagePlan.from_array(image, channels=options.get("channels"),
+                                channel_axis=options.get("channel_axis")).plane_shape
 
 
 def _channel_view(image: np.ndarray, job: Job) -> np.ndarray:
     """The image few-shot sees: ``job.channels`` selected (every reference and target alike)."""
     if not job.has_channel_choice:
         return image
-    from ..engine.channels import select_channels
+    from ..engine.source import ImagePlan
 
-    return select_channels(image, job.channels, job.channel_axis)
+    return ImagePlan.from_array(image, channels=job.channels, channel_axis=job.channel_axis).plane()
 
 
 class _ClassStream:
@@ -214,9 +212,9 @@ def process_item(item: Item, job: Job, model=None) -> dict[str, Any]:
     try:
         set_threads(job)
         image = read_image(item.input)
-        if image.ndim == 3 and image.shape[-1] in (2, 5) and not job.has_channel_choice:
+        if not job.has_channel_choice and needs_channel_choice(image.shape):
             raise ValueError(channels_needed_message(item.input, image.shape))
-        if image.ndim >= 3 and is_stack_shape(image.shape) and not (image.ndim == 3 and job.has_channel_choice):
+        if is_stack_shape(image.shape, channels_chosen=job.has_channel_choice):
             raise ValueError(f"{item.input} is a stack of shape {image.shape}, not one image: segment it with "
                              f"run_stack / `granseg segment {item.input} --zarr OUT.zarr`")
         labels = segment_image(image, job, item.prompts, model=model)

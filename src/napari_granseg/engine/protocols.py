@@ -3,7 +3,8 @@
 Why protocols: the widgets, the API and the job bodies call a predictor without knowing where it runs
 (:class:`~napari_granseg.engine.interactive.GranularityPredictor` here, ``remote.client``'s proxies on a dask
 worker, :class:`~napari_granseg.engine.tiling.TiledPredictor` around either). Code asks
-``isinstance(obj, Predictor)`` or simply relies on these names; it never probes with ``hasattr``.
+``isinstance(obj, Predictor)`` (in tests and at seams: on Python 3.11 it reads every attribute, which for a
+remote predictor asks the worker once) or simply relies on these names; it never probes with ``hasattr``.
 :func:`napari_granseg.compute.open_predictor` and :func:`~napari_granseg.compute.open_fewshot` return them.
 """
 from __future__ import annotations

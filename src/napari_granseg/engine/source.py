@@ -25,7 +25,7 @@ from .channels import MAX_CHANNELS, ChannelError, channel_axis_of, parse_channel
 from .normalize import stack_intensity_range
 from .tiling import SCALES, TilingError, choose_scale
 
-__all__ = ["ImagePlan", "level0", "needs_channel_choice", "MAX_CHANNELS", "parse_channels"]
+__all__ = ["ImagePlan", "level0", "needs_channel_choice", "is_stack_shape", "MAX_CHANNELS", "parse_channels"]
 
 Channels = int | Sequence[int] | None
 
@@ -64,6 +64,19 @@ def needs_channel_choice(shape: Sequence[int], rgb: bool | None = None) -> bool:
     if rgb or len(shape) != 3:
         return len(shape) == 4 and not rgb and 2 <= shape[-1] <= MAX_CHANNELS
     return 2 <= shape[-1] <= MAX_CHANNELS and shape[-1] < min(shape[:2])
+
+
+def is_stack_shape(shape: Sequence[int], channels_chosen: bool = False) -> bool:
+    """True when an array of ``shape`` is a stack of images (z or t) for :meth:`ImagePlan.from_array` (the
+    same rule, from a shape alone: a file's shape before it is read)."""
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 4:
+        return True
+    if len(shape) != 3:
+        return False
+    if channels_chosen:
+        return False  # (H, W, C) or (C, H, W): one image whose channels were chosen
+    return not (_default_rgb(shape) or shape[-1] == 1 or needs_channel_choice(shape))
 
 
 class _ChannelPlanes:
@@ -134,6 +147,8 @@ class ImagePlan:
         if channels is not None and rgb is None:
             rgb = False
         rgb = _default_rgb(shape) if rgb is None else bool(rgb)
+        if channels is None and not rgb and len(shape) == 3 and shape[-1] == 1:
+            data, shape = data[..., 0], shape[:2]  # (H, W, 1): a gray image
         spatial = len(shape) - (1 if rgb else 0)
         axis: int | None = None
         if channels is None and channel_axis is not None:

@@ -64,10 +64,10 @@ def model_session(predictor, precision: str | None = None) -> Iterator[str]:
     predictor's for the duration (restored afterwards, still under the lock), so the image encoder, which the
     predictor runs in its own precision, follows it too. Yields the precision in use.
     """
-    own = getattr(predictor, "precision", "auto")
+    own = predictor.precision  # engine.protocols.Predictor: precision and lock
     chosen = check_precision(own if precision is None else precision)
-    swap = hasattr(predictor, "precision") and chosen != own
-    with getattr(predictor, "lock", contextlib.nullcontext()):
+    swap = chosen != own
+    with predictor.lock:
         if swap:
             predictor.precision = chosen
         try:

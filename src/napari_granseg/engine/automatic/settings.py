@@ -141,7 +141,7 @@ def granularity_values(predictor, granularity: float | None) -> np.ndarray | Non
     """
     if granularity is None:
         return None
-    if not getattr(predictor, "has_granularity", False):
+    if not predictor.has_granularity:
         raise ValueError("this model has no granularity input (a stock SAM 2 model): pass granularity=None, or "
                          "load an UnSAMv2 model (gs.load_model('unsamv2-plus')) to choose a granularity")
     from ...models.unsamv2 import check_granularity

@@ -26,7 +26,7 @@ _sessions_lock = threading.Lock()
 
 def model_spec(model: Any = None, kind: str | None = "unsamv2", config: str | None = None, device: str = "auto",
                base_checkpoint: str | None = None) -> dict:
-    """The worker-side model reference (fields of ``batch.ModelRef``) for a zoo name, a path or None.
+    """The worker-side model reference (fields of ``model_store.ModelRef``) for a zoo name, a path or None.
 
     Paths are paths ON THE WORKER (its disk). A loaded model cannot travel: a ``LoadedModel`` of a zoo model is
     sent by its name, any other one is refused with what to pass instead. None: the worker's default model
