@@ -189,9 +189,12 @@ def measure_phase(meter: StallMeter, tracer: "StallTracer | None", action, done,
 
 def run(size: int, slices: int, phases: set[str], preload: bool = False,
         trace: bool = False) -> dict:  # noqa: C901 - linear phases
-    from napari_granseg.__main__ import load_before_opengl
+    try:  # as `python -m napari_granseg` does: Xvfb draws with software OpenGL
+        from napari_granseg.__main__ import load_before_opengl
 
-    load_before_opengl()  # as `python -m napari_granseg` does: Xvfb draws with software OpenGL
+        load_before_opengl()
+    except ImportError:  # code measured with --tag before may predate the launcher's function
+        pass
     import napari
 
     viewer = napari.Viewer(show=True)

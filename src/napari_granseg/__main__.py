@@ -1,7 +1,8 @@
 """Open napari with a sample image and the interactive segmentation widget, ready for your first click.
 
-The window responds at once: the widget loads its model in the background, and the model list, the DEMO badge
-and the prompt layers appear a moment later. Without a real checkpoint in the cache the bundled demo model is
+The model libraries are loaded first (a few seconds), so that the window responds at once; the widget then
+loads its model in the background, and the model list, the DEMO badge and the prompt layers appear a moment
+later. Without a real checkpoint in the cache the bundled demo model is
 used (trained on synthetic cells only: good for trying the plugin, not for your data).
 
 --headless segments the bundled sample image without a screen and writes label TIFFs you can open anywhere.
@@ -34,6 +35,7 @@ def main(argv=None):
         _headless(Path(args.out), args.model)
         return None
     load_before_opengl()
+    preload_engines()
     viewer, widget = open_viewer()
     if not args.check:
         import napari
@@ -80,6 +82,25 @@ def load_before_opengl() -> bool:
     except Exception:  # noqa: BLE001 - a broken triton: torch will not use it either
         return False
     return True
+
+
+def preload_engines() -> None:
+    """Import torch, sam2 and the segmentation engines before the window opens.
+
+    Why: importing them takes a few seconds and, even in a background thread, briefly holds up whatever else
+    Python runs (loading torch's compiled libraries cannot be interleaved); before the window exists nobody
+    waits on it, so the window then answers every click from its first frame. Only this command does it: in a
+    plain ``napari`` the widgets import them in the background on first use.
+    """
+    import sys
+    import time
+
+    from .widgets._common import import_engines
+
+    start = time.monotonic()
+    print("loading the model libraries (torch, sam2)…", end="", flush=True, file=sys.stderr)
+    import_engines("napari_granseg.api", "napari_granseg.engine.interactive", "napari_granseg.engine.automatic")
+    print(f" {time.monotonic() - start:.1f} s", file=sys.stderr)
 
 
 def _process_map() -> str:

@@ -1,26 +1,25 @@
-"""The one job body of "Segment everything": the same per-image calls on this machine or on a GPU worker.
+"""The job of "Segment everything": the same body on this machine or on a GPU worker.
 
-Why one body: a run here and a run on a dask worker must give the same labels, so both go through one loop;
-only ``where`` differs (None: this machine, else a connected ``remote.RemoteSession``), and each image or slice
-is segmented by that backend's ``segment_everything`` (the API's function here, the same function there).
-A stack is read and segmented one slice at a time with ONE intensity range, its labels written into an
-in-memory or zarr array as each slice is done, ids unique across the stack. Then the result layers'
-specifications (hierarchy and feature tables built here, off the GUI thread). No Qt here.
+Why one body: a run here and a run on a dask worker must give the same labels, so both go through
+``jobs.segment_everything_slices``; only ``where`` differs (None: this machine, else a connected
+``remote.RemoteSession``). A stack is read and segmented one slice at a time with ONE intensity range, its
+labels written into an in-memory or zarr array as each slice is done, ids unique across the stack. Then the
+result layers' specifications (hierarchy and feature tables built here, off the GUI thread). No Qt here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ..compute import describe, is_local, open_predictor, resolve_where
 from ..engine.source import ImagePlan
 from ._layer_pixels import new_labels_array
-from ._tasks import Progress, blocking_with_progress, rescaled_progress
+from ._tasks import Progress, blocking_with_progress
 
-__all__ = ["SCALE_TIP", "TILE_TIP", "EverythingRequest", "ModelShown", "overrides_for",
-           "segment_level", "everything_job", "layer_specs"]
+__all__ = ["SCALE_TIP", "TILE_TIP", "EverythingRequest", "ModelShown", "overrides_for", "everything_job",
+           "layer_specs"]
 
 SCALE_TIP = ("what the model sees of an image larger than its input (1024 px; 256 px for the demo): "
              "'tile' = windows at the image's own pixel scale, overlapping, objects stitched across tiles (small "
@@ -63,34 +62,6 @@ def overrides_for(points: int, stability: float = 0.0) -> dict:
                                                else {})}
 
 
-def segment_level(backend, model, request: EverythingRequest, g, with_info: bool, out,
-                  progress: Callable[[int, int], None], cancel: Callable[[], bool]):
-    """(labels, per-label info or None) of the request's image at granularity ``g`` on ``backend``.
-
-    ``out``: the (Z, H, W) array a stack's labels are written into, slice by slice (None for a 2D image).
-    """
-    plan = request.plan
-    kw = dict(model=model, precision=request.precision, intensity=plan.intensity(), scale=plan.scale,
-              tile=plan.tile, **overrides_for(request.points, request.stability))
-    if not plan.is_stack:
-        if with_info:
-            return backend.segment_everything(plan.plane(), g, progress=progress, cancel=cancel, return_info=True,
-                                              **kw)
-        return backend.segment_everything(plan.plane(), g, progress=progress, cancel=cancel, **kw), None
-    n, offset = plan.n, 0
-    for z in range(n):
-        if cancel():
-            return None
-
-        def slice_progress(done: int, total: int, z: int = z) -> None:
-            progress(z * total + done, n * total)
-
-        lab = backend.segment_everything(plan[z], g, progress=slice_progress, cancel=cancel, **kw)
-        out[z] = np.where(lab > 0, lab + offset, 0)  # ids unique across the stack
-        offset += int(lab.max())
-    return out, None
-
-
 def _model_for(request: EverythingRequest, where):
     """The model the backend loads: a LoadedModel here (loaded now), a zoo name or None on a worker."""
     if not is_local(where):
@@ -101,11 +72,13 @@ def _model_for(request: EverythingRequest, where):
 def everything_job(request: EverythingRequest, where=None):
     """The job (see ``_tasks``) of one run: load the model, segment every granularity, build the layer specs.
 
-    ``where``: None (or ``compute.Local()``) for this machine, or a connected ``remote.RemoteSession``. Yields
+    ``where``: None (or ``compute.Local()``) for this machine, or a connected ``remote.RemoteSession``. The
+    segmentation itself is ``jobs.segment_everything_slices``, the same body the API and the batch use. Yields
     :class:`ModelShown` once the model is known, :class:`Progress` as it goes; returns the specs
     (:func:`layer_specs`) or None if cancelled.
     """
     def job(is_cancelled):
+        from ..jobs import segment_everything_slices
         from ._common import import_engines, quiet_model_build
 
         yield Progress(0, 0, f"loading the model on {describe(where)}…")
@@ -118,29 +91,24 @@ def everything_job(request: EverythingRequest, where=None):
             yield ModelShown(model.name, bool(model.is_demo), model)
         else:
             yield ModelShown(f"{model or 'default'} on {describe(where)}", bool(pred.is_demo))
-        granularity = list(request.granularities) if pred.has_granularity else [None]
-        plan = request.plan.for_model(pred.image_size)
-        tiled = plan.tiled
-        backend = resolve_where(where)
-        results, stores = {}, {}
-        for k, g in enumerate(granularity):
-            if is_cancelled():
-                return None
-            label = "SAM 2" if g is None else f"g={g:g}"
-            yield Progress(0, 0, f"{label}: {request.points ** 2} prompts per image or tile "
-                                 f"({k + 1}/{len(granularity)})")
-            out = None
-            if plan.is_stack:
-                out, store = new_labels_array(plan.labels_shape, f"{request.layer_name} everything {label}")
-                if store is not None:
-                    stores[g] = store
+        levels = list(request.granularities) if pred.has_granularity else [None]
+        plan, stores = request.plan, {}
 
-            def fn(progress, cancel, g=g, out=out):
-                return segment_level(backend, model, request, g, not tiled, out, progress, cancel)
-            # one bar over all levels: level k's (done, total) becomes (k * total + done, levels * total)
-            results[g] = yield from rescaled_progress(blocking_with_progress(fn, is_cancelled), k,
-                                                      len(granularity), label)
-        if is_cancelled():
+        def outputs(g):  # a stack's labels: in memory, or a zarr array on disk when large
+            label = "SAM 2" if g is None else f"g={g:g}"
+            out, store = new_labels_array(plan.labels_shape, f"{request.layer_name} everything {label}")
+            if store is not None:
+                stores[g] = store
+            return out
+
+        yield Progress(0, 0, f"{len(levels)} level(s), {request.points ** 2} prompts per image or tile")
+
+        def run(progress, cancel):
+            return segment_everything_slices(plan, levels, model=model, precision=request.precision, where=where,
+                                             settings=overrides_for(request.points, request.stability),
+                                             outputs=outputs, progress=progress, cancel=cancel)
+        results = yield from blocking_with_progress(run, is_cancelled)  # one bar over all levels and slices
+        if results is None or is_cancelled():
             return None
         return layer_specs(results, request.layer_name, request.source, stores)
 
