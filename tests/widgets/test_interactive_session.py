@@ -260,3 +260,38 @@ def test_a_failed_load_and_user_mistakes_are_messages_in_the_state(two_cells):
     assert all(isinstance(s.events, tuple) for s in seen) and seen[-1] is session.state
     with pytest.raises(Exception):
         session.state.status = "changed"          # the published state is immutable
+
+
+class HeldRunner(SyncRunner):
+    """Holds a job until :meth:`release`: a model load still running when the person clicks."""
+
+    def __init__(self):
+        super().__init__()
+        self.held = None
+
+    def start(self, generator_fn, **callbacks):
+        self.held, self.running = (generator_fn, callbacks), True
+
+    def release(self):
+        (fn, callbacks), self.held = self.held, None
+        SyncRunner.start(self, fn, **callbacks)
+
+
+def test_a_click_during_the_model_load_is_previewed_once_the_model_is_ready(two_cells, tmp_path, monkeypatch):
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("GRANSEG_OFFLINE", "1")
+    stack, scenes = two_cells
+    layers, loads = ArrayLayers({"stack": stack}), HeldRunner()
+    session = InteractiveSession(layers, task_runner=SyncRunner(), preview_runner=SyncRunner(), model_runner=loads,
+                                 debounce=ImmediateTimer)
+    session.set_image("stack")
+    layers.index = (2,)
+    session.set_granularity(1.0)
+    session.load("unsamv2-demo", device="cpu")
+    assert session.state.model.phase == "loading" and session.busy
+    session.add_prompt(scenes[2].centers[0])         # clicked while the model loads: nothing to show yet
+    assert layers.preview is None and session.state.status == "loading the model…"
+    loads.release()                                  # the load ends: the waiting click is previewed
+    assert session.state.model.phase == "ready" and not session.busy
+    assert _iou(layers.preview, scenes[2].masks[2][0]) > 0.8
+    assert "C commits it as a new label" in session.state.status

@@ -93,13 +93,13 @@ class ModelLoader:
     """Owns the session's :class:`~.state.ModelState` (one value) and the runner that loads models.
 
     on_change(state, is_new_model): called on the GUI thread after every change of the state.
-    report(exc): a failed load. A load asked for while another one runs is queued: the running one is
+    on_finished(): a load job ended (the runner is free again). report(exc): a failed load. A load asked for while another one runs is queued: the running one is
     cancelled and its result, if it still arrives, loses to the newer serial.
     """
 
-    def __init__(self, runner, on_change: Callable[[ModelState, bool], None],
+    def __init__(self, runner, on_change: Callable[[ModelState, bool], None], on_finished: Callable[[], None],
                  report: Callable[[BaseException], None]):
-        self._runner, self._on_change, self._report = runner, on_change, report
+        self._runner, self._on_change, self._on_finished, self._report = runner, on_change, on_finished, report
         self.state = ModelState()
         self.precision = "auto"
         self._queued: Callable[[], None] | None = None
@@ -155,7 +155,7 @@ class ModelLoader:
         if queued is not None:
             queued()
         else:
-            self._on_change(self.state, False)
+            self._on_finished()
 
     def _set(self, state: ModelState, is_new_model: bool = False) -> None:
         self.state = state

@@ -51,7 +51,7 @@ class InteractiveSession:
         self.preview = PreviewController(self._timer, self._snapshot, self._launch, self._show, self._clear,
                                          commit=lambda: self.guard(self._write_commit),
                                          cancel_commit=lambda why: self._message("warning", why))
-        self.models = ModelLoader(model_runner, self._model_changed, self.report)
+        self.models = ModelLoader(model_runner, self._model_changed, self._publish, self.report)
         layers.bind(self._prompts_changed)
         self.state = self._build_state(())
 
