@@ -1,0 +1,82 @@
+"""Which store belongs to an image: its file (path, size, modification time) or, without a file, its content.
+
+Why both: an image opened from a file is found again when the same file is opened after a crash, however the
+pixels are loaded; a changed file (other size or time) is another image, so old labels are never offered over
+new pixels. An image made in the console or pasted in has no file: its key is a fingerprint of its content,
+read from at most :data:`FINGERPRINT_BYTES` (the whole image when small, evenly spaced slices otherwise), so
+keying a large dask/zarr stack does not read it whole.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ImageKey", "path_key", "content_key", "FINGERPRINT_BYTES"]
+
+#: at most this many bytes of an image are read for its content fingerprint
+FINGERPRINT_BYTES = 32 * 2**20
+_SAMPLED_SLICES = 8
+
+
+@dataclass(frozen=True)
+class ImageKey:
+    """``kind`` "path" or "content"; ``ident`` the text hashed into the store's folder name ``store_id``."""
+
+    kind: str
+    ident: str
+    source: str | None
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def store_id(self) -> str:
+        return hashlib.sha256(self.ident.encode()).hexdigest()[:24]
+
+
+def path_key(path: str | os.PathLike, shape: tuple[int, ...] = (), dtype: Any = None) -> ImageKey:
+    """The key of an image read from ``path`` (a file, or a folder such as an OME-Zarr)."""
+    p = Path(path).expanduser().resolve()
+    try:
+        st = p.stat()
+    except OSError as exc:
+        raise ValueError(f"recovery: cannot read {p} ({exc.strerror}): key the image by its content instead")
+    ident = f"path:{p}|size={st.st_size}|mtime_ns={st.st_mtime_ns}"
+    return ImageKey("path", ident, str(p), tuple(int(s) for s in shape), "" if dtype is None else str(np.dtype(dtype)))
+
+
+def _hash_block(h, block: Any) -> None:
+    h.update(np.ascontiguousarray(np.asarray(block)).tobytes())
+
+
+def content_key(data: Any) -> ImageKey:
+    """The key of an image given as an array (numpy, dask, zarr): shape, dtype and a fingerprint of its pixels.
+
+    Small images are hashed whole; larger ones through evenly spaced slices of the first axis (and, when one
+    slice is itself too large, evenly spaced rows of it): at most :data:`FINGERPRINT_BYTES` are read.
+    """
+    shape = tuple(int(s) for s in data.shape)
+    dtype = np.dtype(data.dtype)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((shape, dtype.str)).encode())
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if nbytes <= FINGERPRINT_BYTES or len(shape) < 2:
+        _hash_block(h, data)
+    else:
+        n = shape[0]
+        picks = sorted(set(np.linspace(0, n - 1, min(n, _SAMPLED_SLICES)).round().astype(int).tolist()))
+        per_slice = FINGERPRINT_BYTES // len(picks)
+        slice_bytes = nbytes // n
+        for z in picks:
+            if slice_bytes <= per_slice:
+                _hash_block(h, data[z])
+            else:  # evenly spaced rows of the slice
+                rows = shape[1]
+                step = max(1, int(np.ceil(slice_bytes / per_slice)))
+                _hash_block(h, data[z][0:rows:step])
+    ident = f"content:{h.hexdigest()}"
+    return ImageKey("content", ident, None, shape, dtype.str)
