@@ -111,7 +111,7 @@ class RecoveryStore:
         """Every readable entry of this image, newest write first."""
         out = []
         for folder in (p for p in self.folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            m = self._open[folder.name].info if folder.name in self._open else read_json(folder / "manifest.json")
+            m = read_json(folder / "manifest.json")  # from disk: another store object may have written it
             if m is None or m.get("format") != 1:
                 continue
             out.append(EntryInfo(folder.name, str(m["name"]), tuple(m["shape"]), str(np.dtype(m["dtype"])),

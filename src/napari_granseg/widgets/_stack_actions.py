@@ -19,6 +19,7 @@ import numpy as np
 from ._predictor import predictor_lock, set_image, stack_intensity
 from ._prompt_layers import spatial_shape
 from ._tasks import Progress, blocking_with_progress
+from .recovery_hooks import record_write
 
 __all__ = ["StackActions", "write_object", "write_propagation", "stack_data", "embedding_order", "embed_job", "tile_embed_job", "propagation_job",
            "EMBED_BUDGET_BYTES"]
@@ -246,6 +247,7 @@ class StackActions:
 
     def _write_propagation(self, rec: Any, result: np.ndarray) -> None:
         n = write_propagation(self.viewer.layers[rec.labels_name], result, rec.label_id, rec.index[0])
+        record_write(rec.image_name, self.viewer.layers[rec.labels_name], (), None, "propagation", self.viewer)
         if n == 0:
             self._notify("warning", f"propagation found label {rec.label_id} on no other slice; try another "
                                     f"granularity or more clicks")

@@ -40,6 +40,7 @@ from ._compute import ComputeSetting
 from ._everything_job import SCALE_TIP, TILE_TIP, layer_specs, remote_job, segment_level, settings_for
 from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, parse_channels
 from ._tasks import BackgroundTask, Progress, blocking_with_progress, rescaled_progress
+from .recovery_hooks import RestoreOffer, record_write
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
 
@@ -160,6 +161,7 @@ class EverythingWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(RestoreOffer(napari_viewer, self.status))
         layout.addStretch(1)
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Segment everything")
@@ -366,6 +368,7 @@ class EverythingWidget(QWidget):
                                          features=spec["features"], scale=spec["scale"],
                                          translate=spec["translate"], metadata=spec["metadata"])
             self.layers[spec["key"]] = new
+            record_write(spec["metadata"]["source"], new, (), None, "segment everything", self.viewer)
         except RuntimeError as err:  # the viewer was closed meanwhile
             if "has been deleted" not in str(err):
                 raise

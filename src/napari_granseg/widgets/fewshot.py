@@ -31,6 +31,7 @@ from ._layer_pixels import CHANNELS_TIP, LayerPixels, level0, new_labels_array, 
 from ._compute import ComputeSetting, make_fewshot
 from ._fewshot_refs import SCRIBBLE_POINTS, prompts_by_slice
 from ._tasks import BackgroundTask, Progress
+from .recovery_hooks import RestoreOffer, record_write
 
 __all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice", "SCRIBBLE_POINTS"]
 
@@ -132,6 +133,7 @@ class FewShotWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(RestoreOffer(napari_viewer, self.status))
         layout.addStretch(1)
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Few-shot")
@@ -243,6 +245,7 @@ class FewShotWidget(QWidget):
         if self.busy:
             raise RuntimeError("a few-shot run is in progress: wait, or press Cancel.")
         job = self._collect()
+        self._image_name = job["layer_name"]  # the image the output is recorded over (crash recovery)
         self.last_error = ""
         self.run_button.setEnabled(False)
         self.output_layer = None
@@ -331,11 +334,13 @@ class FewShotWidget(QWidget):
             self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base),
                                                        metadata={"store": str(store)} if store else {})
             self.progress.setRange(0, max(1, len(targets)))
+            record_write(self._image_name, self.output_layer, (), None, "few-shot references", self.viewer)
             self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
         elif kind == "slice":
             layer = self.output_layer
             if layer is not None:
                 layer.refresh()  # the worker wrote the slice into the layer's array
+                record_write(self._image_name, layer, (item[1],), None, "few-shot", self.viewer)
             self._done += 1
 
     def _on_error(self, exc: BaseException) -> None:

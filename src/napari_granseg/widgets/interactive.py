@@ -40,6 +40,7 @@ from ._preview_glue import PreviewGlue
 from ._prompt_layers import POINTS_NAME, PromptLayers, spatial_shape, unwrap
 from ._stack_actions import StackActions, write_object
 from ._tasks import BackgroundTask
+from .recovery_hooks import RestoreOffer, record_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import napari
@@ -97,6 +98,7 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         self._warmed_up = False  # napari's first-layer imports done in a worker (see _napari_warmup)
         self.setWindowTitle("Interactive (UnSAMv2)")
         build_ui(self)
+        self.layout().addWidget(RestoreOffer(self.viewer, self.status))
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
         self._preview_task = BackgroundTask(self.preview_busy, None, None, context="GranSeg preview")
         self._task.on_any_finished(self._refresh)
@@ -285,6 +287,8 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
             raise WidgetError("the image of this preview was removed: click an object again")
         labels = self._target_labels(self.viewer.layers[req.image_name], req.index)
         label_id, n = write_object(labels, req.index, shown.mask.view(bool), req.refine_label, WidgetError)
+        record_write(req.image_name, labels, req.index, None if req.refine_label else shown.mask,
+                     "interactive refine" if req.refine_label else "interactive commit", self.viewer)
         self.last_commit = CommitRecord(req.image_name, labels.name, label_id, req.index, req.points_xy,
                                         req.point_labels, req.granularity, req.box, n)
         self.next_object()

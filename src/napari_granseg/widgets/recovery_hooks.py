@@ -1,0 +1,259 @@
+"""The widgets' side of crash recovery: one call where a widget writes labels, one row that offers them back.
+
+Why one module: every widget that writes a Labels layer (commit, refine, propagation, segment everything,
+few-shot) calls :func:`record_write` right after the write and before it reports it done, so the pixels are on
+disk (:mod:`napari_granseg.recovery`) when the person reads "committed". :class:`RestoreOffer` is the row a
+widget adds to its dock: when an image whose labels a gone session left behind is open, it shows
+"Restore ..." (and "Forget"); one click adds them back as Labels layers named as before (a suffix when the name
+is taken: no layer is replaced), and the status line says what came back and from when.
+
+Recording never fails a widget's action: when the store cannot keep an edit (disk full, size limit, a folder
+that is not writable) the person is warned once, and the labels stay in the layer as always.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from typing import Any, Sequence
+
+import numpy as np
+from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from ..recovery import RecoveryError, RecoverySettings, RecoveryStore
+from ._prompt_layers import unwrap
+
+__all__ = ["record_write", "store_for", "release_all", "RestoreOffer"]
+
+log = logging.getLogger("napari_granseg.widgets")
+
+# image layer -> its store; labels layer -> (store, entry id): the only state of this module
+_STORES: "weakref.WeakKeyDictionary[Any, RecoveryStore]" = weakref.WeakKeyDictionary()
+_ENTRIES: "weakref.WeakKeyDictionary[Any, tuple[RecoveryStore, str]]" = weakref.WeakKeyDictionary()
+_WARNED: set[str] = set()
+
+
+def _source_path(layer) -> str | None:
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return str(path) if path else None
+
+
+def _level0(layer):
+    data = layer.data
+    return data[0] if getattr(layer, "multiscale", False) else data
+
+
+def store_for(image_layer, settings: RecoverySettings | None = None) -> RecoveryStore | None:
+    """The recovery store of ``image_layer`` (by its file, else its content); None when autosave is off."""
+    settings = settings or RecoverySettings.from_env()
+    if not settings.enabled:
+        return None
+    layer = unwrap(image_layer)
+    store = _STORES.get(layer)
+    if store is None or store.settings.root != settings.root:
+        path = _source_path(layer)
+        try:
+            store = RecoveryStore.open_for(path, settings=settings) if path else None
+        except ValueError:  # the file is gone: the pixels are the key
+            store = None
+        if store is None:
+            store = RecoveryStore.open_for(_level0(layer), settings=settings)
+        _STORES[layer] = store
+        if store.pruned.warning:
+            _warn(store.pruned.warning)
+    return store
+
+
+def _warn(text: str) -> str:
+    log.warning("%s", text)
+    if text not in _WARNED:
+        _WARNED.add(text)
+        from ._common import notify
+
+        notify("warning", text)
+    return text
+
+
+def _bbox(where: np.ndarray) -> tuple[slice, ...] | None:
+    """The bounding box of the True pixels of ``where`` (None when there are none)."""
+    where = np.asarray(where, bool)
+    spans = []
+    for axis in range(where.ndim):
+        hit = np.flatnonzero(np.any(where, axis=tuple(a for a in range(where.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        spans.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(spans)
+
+
+def record_write(image_layer, labels_layer, index: Sequence[int] = (), where: Any = None, writer: str = "",
+                 viewer: Any = None) -> str:
+    """Record what a widget just wrote into ``labels_layer`` over ``image_layer``; returns a warning or "".
+
+    image_layer: the layer, or its name in ``viewer``'s layers (a removed image: nothing is recorded).
+    index: the slice written (leading indices; () = the whole layer, read one slice at a time); where: a boolean
+    mask of that slice bounding what changed (None = the whole slice). Only chunks whose content changed are
+    written, so a commit costs about its object's bytes, whatever the stack's size.
+    """
+    try:
+        if isinstance(image_layer, str):
+            if viewer is None or image_layer not in viewer.layers:
+                log.warning("recovery: image %r is gone; %r is not autosaved", image_layer, labels_layer.name)
+                return ""
+            image_layer = viewer.layers[image_layer]
+        store = store_for(image_layer)
+        if store is None:
+            return ""
+        labels = unwrap(labels_layer)
+        data = _level0(labels)
+        region: tuple = tuple(int(i) for i in index)
+        if where is not None:
+            box = _bbox(where)
+            if box is None:
+                return ""
+            region += box
+        known = _ENTRIES.get(labels)
+        eid = known[1] if known is not None and known[0] is store else None
+        shape, dtype = tuple(int(s) for s in data.shape), np.dtype(data.dtype)
+        parts = [(z,) for z in range(shape[0])] if not region and len(shape) >= 3 else [region]
+        for part in parts:  # a whole stack: one slice at a time
+            eid = store.record(labels.name, part, np.asarray(data[part] if part else data), writer,
+                               shape=shape, dtype=dtype, entry_id=eid)
+        _ENTRIES[labels] = (store, eid)
+        return ""
+    except RecoveryError as exc:
+        return _warn(str(exc))
+    except Exception as exc:  # noqa: BLE001 - autosave must never break the widget's own write
+        log.error("napari-granseg: recording labels for crash recovery failed", exc_info=exc)
+        return _warn(f"autosave of {getattr(labels_layer, 'name', 'labels')!r} failed ({type(exc).__name__}: "
+                     f"{exc}); the labels are in the layer: save it (File > Save Selected Layers)")
+
+
+def release_all() -> int:
+    """This session ends normally: every store it wrote keeps its entries ``keep_days`` more; returns count."""
+    count = 0
+    for store in list(_STORES.values()):
+        try:
+            count += store.release()
+        except (OSError, RecoveryError) as exc:  # pragma: no cover - a store folder removed meanwhile
+            log.warning("recovery: could not mark %s as ended normally: %s", store.folder, exc)
+    return count
+
+
+_QUIT_CONNECTED = []  # the application's aboutToQuit is connected once
+
+
+def _connect_quit() -> None:
+    from qtpy.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is not None and not _QUIT_CONNECTED:
+        app.aboutToQuit.connect(release_all)
+        _QUIT_CONNECTED.append(app)
+
+
+class RestoreOffer(QWidget):
+    """"Restore ..." and "Forget" buttons, shown while an open image has labels a gone session left behind.
+
+    ``status``: the widget's status line (a QLabel) that also says what was restored; ``message`` (this row's
+    own line) keeps saying it.
+    """
+
+    def __init__(self, viewer, status: QLabel | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.viewer, self._status = viewer, status
+        self._offers: list[tuple[Any, RecoveryStore, list]] = []
+        self.restore_button = QPushButton("Restore")
+        self.forget_button = QPushButton("Forget")
+        self.message = QLabel("")
+        self.message.setWordWrap(True)
+        self.restore_button.setToolTip("add back the labels a previous napari session wrote over this image "
+                                       "(it ended without saving them, or they are kept a few days after)")
+        self.forget_button.setToolTip("delete those recovered labels from the recovery store")
+        row = QHBoxLayout()
+        row.addWidget(self.restore_button, 1)
+        row.addWidget(self.forget_button)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addLayout(row)
+        outer.addWidget(self.message)
+        self.restore_button.clicked.connect(self.restore)
+        self.forget_button.clicked.connect(self.forget)
+        self.viewer.layers.events.inserted.connect(self._layers_changed)
+        self.viewer.layers.events.removed.connect(self._layers_changed)
+        _connect_quit()
+        self.refresh()
+
+    def _layers_changed(self, _event=None) -> None:
+        try:
+            self.refresh()
+        except RuntimeError:  # pragma: no cover - the dock was closed while the event was queued
+            pass
+
+    def refresh(self) -> None:
+        """Look for recoverable labels of the open images; show the buttons when there are some."""
+        from napari.layers import Image
+
+        offers = []
+        for layer in list(self.viewer.layers):
+            if not isinstance(unwrap(layer), Image):
+                continue
+            try:
+                store = store_for(layer)
+                entries = [] if store is None else store.recoverable()
+            except (RecoveryError, OSError) as exc:
+                self.message.setText(str(exc))
+                continue
+            if entries:
+                offers.append((layer, store, entries))
+        self._offers = offers
+        entries = [e for _, _, group in offers for e in group]
+        for b in (self.restore_button, self.forget_button):
+            b.setVisible(bool(entries))
+        if entries:
+            newest = max(entries, key=lambda e: e.updated)
+            what = f"'{entries[0].name}'" if len(entries) == 1 else f"{len(entries)} labels layers"
+            self.restore_button.setText(f"Restore {what} from {newest.when}…")
+            self.restore_button.setToolTip("\n".join(
+                f"{e.name} over {layer.name!r}: last written {e.when} by {e.writer or 'a widget'}"
+                + (" (session ended normally)" if e.released else " (session did not end normally)")
+                for layer, _, group in offers for e in group))
+
+    def restore(self) -> list:
+        """Add every offered entry back as a Labels layer over its image; returns the new layers."""
+        from ._common import unique_layer_name
+        from ._layer_pixels import LARGE_LABELS_BYTES, new_labels_array
+
+        added, said = [], []
+        for layer, store, entries in self._offers:
+            for e in entries:
+                name = unique_layer_name(self.viewer, e.name)
+                nbytes = int(np.prod(e.shape, dtype=np.int64)) * np.dtype(e.dtype).itemsize
+                out = np.zeros(e.shape, e.dtype) if nbytes <= LARGE_LABELS_BYTES else \
+                    new_labels_array(e.shape, name)[0]
+                data = store.restore(e.id, out=out, adopt=True, new_name=name)
+                nd = len(e.shape)
+                new = self.viewer.add_labels(data, name=name, scale=layer.scale[-nd:], translate=layer.translate[-nd:])
+                _ENTRIES[unwrap(new)] = (store, e.id)
+                added.append(new)
+                said.append(f"'{name}' over '{layer.name}' (last written {e.when} by {e.writer or 'a widget'})")
+        text = ("restored " + "; ".join(said)) if said else "nothing to restore"
+        self._say(text)
+        self.refresh()
+        return added
+
+    def forget(self) -> int:
+        """Delete the offered entries from the recovery store; returns how many."""
+        count = 0
+        for _, store, entries in self._offers:
+            for e in entries:
+                store.discard(e.id)
+                count += 1
+        self._say(f"forgot {count} recovered labels layer(s)")
+        self.refresh()
+        return count
+
+    def _say(self, text: str) -> None:
+        self.message.setText(f"{time.strftime('%H:%M')}: {text}")
+        if self._status is not None:
+            self._status.setText(text)
