@@ -51,5 +51,6 @@ def test_a_commit_survives_a_crash_and_is_restored_in_a_new_napari(tmp_path):
     said = json.loads((tmp_path / "restored.json").read_text())
     assert said["button"].startswith("Restore 'granseg labels' from ")
     assert "restored 'granseg labels' over 'cells'" in said["message"] and "interactive commit" in said["message"]
+    assert said["status"].startswith("restored 'granseg labels'")  # the widget's status line says it too
     assert not said["visible_after"]  # nothing left to offer
     assert said["layers"].count("granseg labels") == 1

@@ -98,7 +98,7 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         self._warmed_up = False  # napari's first-layer imports done in a worker (see _napari_warmup)
         self.setWindowTitle("Interactive (UnSAMv2)")
         build_ui(self)
-        self.layout().addWidget(RestoreOffer(self.viewer, self.status))
+        self.layout().addWidget(RestoreOffer(self.viewer, say=lambda text: self._say_restored(text)))
         self._task = BackgroundTask(self.progress, self.cancel_button, self.status, context="GranSeg")
         self._preview_task = BackgroundTask(self.preview_busy, None, None, context="GranSeg preview")
         self._task.on_any_finished(self._refresh)
@@ -159,6 +159,10 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
             signal.connect(lambda _v=None: self._view_changed())
         for mode, button in self.mode_buttons.items():
             button.clicked.connect(lambda _c=False, m=mode: self._guard(lambda: self.set_mode(m)))
+
+    def _say_restored(self, text: str) -> None:
+        self._last_action = text
+        self._refresh()
 
     # ================================================================ notifications and errors
     def _notify(self, level: str, message: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
@@ -155,13 +155,15 @@ def _connect_quit() -> None:
 class RestoreOffer(QWidget):
     """"Restore ..." and "Forget" buttons, shown while an open image has labels a gone session left behind.
 
-    ``status``: the widget's status line (a QLabel) that also says what was restored; ``message`` (this row's
-    own line) keeps saying it.
+    ``status``: the widget's status line (a QLabel) that also says what was restored, or ``say``: a function
+    given that text (for a widget that rebuilds its status line itself); ``message`` (this row's own line)
+    keeps saying it.
     """
 
-    def __init__(self, viewer, status: QLabel | None = None, parent: QWidget | None = None):
+    def __init__(self, viewer, status: QLabel | None = None, say: Callable[[str], Any] | None = None,
+                 parent: QWidget | None = None):
         super().__init__(parent)
-        self.viewer, self._status = viewer, status
+        self.viewer, self._status, self._say_to = viewer, status, say
         self._offers: list[tuple[Any, RecoveryStore, list]] = []
         self.restore_button = QPushButton("Restore")
         self.forget_button = QPushButton("Forget")
@@ -255,5 +257,7 @@ class RestoreOffer(QWidget):
 
     def _say(self, text: str) -> None:
         self.message.setText(f"{time.strftime('%H:%M')}: {text}")
-        if self._status is not None:
+        if self._say_to is not None:
+            self._say_to(text)
+        elif self._status is not None:
             self._status.setText(text)
