@@ -14,12 +14,14 @@ import shutil
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from .files import TMP_PREFIX, decode_chunk, encode_chunk, iter_chunk_files, read_json, write_json, chunk_name
+from .files import (TMP_PREFIX, chunk_name, decode_chunk, encode_chunk, flush_files, iter_chunk_files, read_json,
+                    write_json)
 from .session import current_session
 
 __all__ = ["Entry", "RecoveryError", "RecoveryDiskFull", "default_chunks", "MANIFEST"]
@@ -43,6 +45,13 @@ def default_chunks(shape: Sequence[int]) -> tuple[int, ...]:
     shape = tuple(int(s) for s in shape)
     lead = (1,) * max(0, len(shape) - 2)
     return lead + tuple(max(1, min(CHUNK_SIDE, s)) for s in shape[len(lead):])
+
+
+def _digest(block: np.ndarray) -> tuple[int, int]:
+    """A 64-bit checksum of a chunk (CRC-32 and Adler-32: ~10x faster than a cryptographic hash, and only
+    compared with what this process wrote itself, never with untrusted data)."""
+    raw = memoryview(np.ascontiguousarray(block)).cast("B")
+    return zlib.crc32(raw), zlib.adler32(raw)
 
 
 def _normalize(region: Any, shape: tuple[int, ...]) -> tuple[tuple[int, int], ...]:
@@ -78,6 +87,7 @@ class Entry:
         self._index: dict[tuple[int, ...], tuple[int, int]] = {}  # coords -> (generation, file size)
         self._newest_on_disk = 0
         self._broken = ""
+        self._digests: dict[tuple[int, ...], tuple[int, int]] = {}  # coords -> digest of the stored chunk (written here)
         self._scan()
 
     # ------------------------------------------------------------------ opening
@@ -114,6 +124,7 @@ class Entry:
             if gen <= committed and (coords not in index or index[coords][0] < gen):
                 index[coords] = (gen, item.stat().st_size)
         self._index, self._newest_on_disk = index, newest
+        self._digests = {}
 
     @property
     def id(self) -> str:
@@ -155,8 +166,9 @@ class Entry:
     # ------------------------------------------------------------------ writing
     def record(self, region: Any, data: Any, writer: str = "") -> int:
         """Store ``data`` at ``region`` (ints and slices into the labels; ``data`` has the region's shape, the
-        ints' axes dropped, or broadcasts to it). Writes only the chunks whose content changed, then makes the
-        new state current in one atomic step. Returns the bytes written (chunk files + manifest)."""
+        ints' axes dropped, or broadcasts to it; a zarr/dask array is read chunk by chunk). Writes only the
+        chunks whose content changed, then makes the new state current in one atomic step (one for the whole
+        region, however many chunks and slices it spans). Returns the bytes written (chunk files + manifest)."""
         if not self.owned:
             raise RecoveryError(f"recovery entry {self.name!r} belongs to another session: adopt it first")
         if self._broken:
@@ -165,7 +177,9 @@ class Entry:
         if any(a >= b for a, b in bounds):
             return 0
         region_shape = tuple(b - a for a, b in bounds)
-        block = np.asarray(data)
+        # an array of the region's shape (numpy, zarr, dask) is read chunk by chunk, never whole
+        block = data if tuple(getattr(data, "shape", ())) == region_shape and hasattr(data, "__getitem__") \
+            else np.asarray(data)
         if block.shape != region_shape:  # the ints' axes dropped, or a value to broadcast
             block = (block.reshape(region_shape) if block.size == int(np.prod(region_shape))
                      else np.broadcast_to(block, region_shape))
@@ -175,7 +189,7 @@ class Entry:
                 return 0
             return self._commit(pending, writer)
 
-    def _changed_chunks(self, bounds, block) -> list[tuple[tuple[int, ...], bytes]]:
+    def _changed_chunks(self, bounds, block) -> list[tuple[tuple[int, ...], bytes, tuple[int, int]]]:
         ranges = [range(a // s, (b - 1) // s + 1) for (a, b), s in zip(bounds, self.chunks)]
         pending = []
         for coords in itertools.product(*ranges):
@@ -188,35 +202,37 @@ class Entry:
                 if not part.any():
                     continue  # still all zero: nothing to store
                 new = part
+            elif whole and coords in self._digests:  # what is stored is known: no read from the disk
+                new = part
+                if _digest(new) == self._digests[coords]:
+                    continue
             else:
                 old = self._read_chunk(coords)
                 new = old.copy()
                 new[inner] = part
                 if np.array_equal(new, old):
                     continue
-            pending.append((coords, encode_chunk(new)))
+            pending.append((coords, encode_chunk(new), _digest(new)))
         return pending
 
-    def _commit(self, pending: list[tuple[tuple[int, ...], bytes]], writer: str) -> int:
+    def _commit(self, pending: list[tuple[tuple[int, ...], bytes, tuple[int, int]]], writer: str) -> int:
         generation = max(int(self.info["generation"]), self._newest_on_disk) + 1
-        need = sum(len(p) for _, p in pending) + 4096
+        need = sum(len(p) for _, p, _ in pending) + 4096
         self._check_free(need)
         written: list[Path] = []
         try:
-            for coords, payload in pending:
+            for coords, payload, _ in pending:
                 path = self.folder / chunk_name(coords, generation)
                 tmp = self.folder / f"{TMP_PREFIX}{path.name}"
-                with open(tmp, "wb") as f:
-                    f.write(payload)
-                    if self.fsync:
-                        f.flush()
-                        os.fsync(f.fileno())
+                tmp.write_bytes(payload)
                 os.replace(tmp, path)
                 written.append(path)
             self._newest_on_disk = generation
+            if self.fsync:  # on the disk before the manifest names them (a power cut keeps the edit whole too)
+                flush_files(written)
             manifest = dict(self.info, generation=generation, updated=time.time(), writer=writer or self.info["writer"])
             index = dict(self._index)
-            for coords, payload in pending:
+            for coords, payload, _ in pending:
                 index[coords] = (generation, len(payload))
             manifest["bytes"] = sum(size for _, size in index.values())
             write_json(self.folder / MANIFEST, manifest, self.fsync)  # the atomic step: now the edit counts
@@ -227,8 +243,9 @@ class Entry:
             raise RecoveryError(f"recovery store: could not write {self.folder} ({exc}); the labels are still in "
                                 f"the layer: save it (File > Save Selected Layers)") from exc
         old, self._index, self.info = self._index, index, manifest
+        self._digests.update((coords, digest) for coords, _, digest in pending)
         self._drop_superseded(old, pending)
-        return sum(len(p) for _, p in pending) + (self.folder / MANIFEST).stat().st_size
+        return sum(len(p) for _, p, _ in pending) + (self.folder / MANIFEST).stat().st_size
 
     def _undo_files(self, written: list[Path]) -> None:
         for path in written:
@@ -242,7 +259,7 @@ class Entry:
 
     def _drop_superseded(self, old: dict, pending: list) -> None:
         """Remove the versions the new state replaced (first), then all-zero markers with nothing left below."""
-        for coords, payload in pending:
+        for coords, payload, _ in pending:
             if coords in old:
                 (self.folder / chunk_name(coords, old[coords][0])).unlink(missing_ok=True)
             if not payload:

@@ -91,7 +91,7 @@ def record_write(image_layer, labels_layer, index: Sequence[int] = (), where: An
     """Record what a widget just wrote into ``labels_layer`` over ``image_layer``; returns a warning or "".
 
     image_layer: the layer, or its name in ``viewer``'s layers (a removed image: nothing is recorded).
-    index: the slice written (leading indices; () = the whole layer, read one slice at a time); where: a boolean
+    index: the slice written (leading indices; () = the whole layer, read chunk by chunk); where: a boolean
     mask of that slice bounding what changed (None = the whole slice). Only chunks whose content changed are
     written, so a commit costs about its object's bytes, whatever the stack's size.
     """
@@ -115,10 +115,8 @@ def record_write(image_layer, labels_layer, index: Sequence[int] = (), where: An
         known = _ENTRIES.get(labels)
         eid = known[1] if known is not None and known[0] is store else None
         shape, dtype = tuple(int(s) for s in data.shape), np.dtype(data.dtype)
-        parts = [(z,) for z in range(shape[0])] if not region and len(shape) >= 3 else [region]
-        for part in parts:  # a whole stack: one slice at a time
-            eid = store.record(labels.name, part, np.asarray(data[part] if part else data), writer,
-                               shape=shape, dtype=dtype, entry_id=eid)
+        block = data if not region else np.asarray(data[region])  # the whole layer: read chunk by chunk
+        eid = store.record(labels.name, region, block, writer, shape=shape, dtype=dtype, entry_id=eid)
         _ENTRIES[labels] = (store, eid)
         return ""
     except RecoveryError as exc:
