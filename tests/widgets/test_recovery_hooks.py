@@ -100,6 +100,9 @@ def test_commit_and_propagation_are_in_the_store_when_the_widget_reports_them(ma
     assert w.labels_layer.data[[0, 1, 3]].any()
     np.testing.assert_array_equal(seen["propagate"], w.labels_layer.data)
     qtbot.waitUntil(lambda: not w.busy, timeout=TIMEOUT_MS)
+    qtbot.mouseClick(w.undo_button, Qt.LeftButton)  # the propagation goes, in the layer and in the store
+    assert not w.labels_layer.data[[0, 1, 3]].any()
+    np.testing.assert_array_equal(_stored(image, "granseg labels"), w.labels_layer.data)
 
 
 def test_segment_everything_layers_are_stored(make_napari_viewer, qtbot, store_dir, no_cached_models):
@@ -166,12 +169,29 @@ def test_restore_row_offers_a_gone_session_and_never_replaces_a_layer(make_napar
     np.testing.assert_array_equal(viewer.layers["granseg labels"].data, 1)  # untouched
     assert w.status.text().startswith("restored 'granseg labels [2]' over 'pasted' (last written ")
     assert offer.restore_button.isHidden()
-    # the restored layer goes on being recorded in the same entry
+    # the restored layer goes on being recorded in the same entry, hand edits (the brush) included
     layer = viewer.layers["granseg labels [2]"]
-    layer.data[50:60, 50:60] = 9
-    record_write(viewer.layers["pasted"], layer, (), None, "test")
+    layer.brush_size = 5
+    layer.paint((60, 40), 7)  # what a brush stroke calls
+    assert (layer.data == 7).sum() > 10
+    qtbot.waitUntil(lambda: (_stored(viewer.layers["pasted"], "granseg labels [2]") == 7).any(), timeout=10_000)
     assert [e.id for e in store_for(viewer.layers["pasted"]).entries()] == [eid]
     np.testing.assert_array_equal(_stored(viewer.layers["pasted"], "granseg labels [2]"), layer.data)
+    assert store_for(viewer.layers["pasted"]).entries()[0].writer == "hand edit"
+
+
+def test_a_normal_end_releases_what_this_session_wrote(store_dir):
+    import napari
+
+    from napari_granseg.widgets.recovery_hooks import release_all
+
+    image = napari.layers.Image(np.arange(1024, dtype=np.uint16).reshape(32, 32), name="img")
+    labels = napari.layers.Labels(np.zeros((32, 32), np.int32), name="labels")
+    labels.data[3:9, 3:9] = 2
+    record_write(image, labels, (), labels.data == 2, "interactive commit")
+    assert store_for(image).entries()[0].released is None
+    assert release_all() >= 1  # what napari's normal quit (aboutToQuit) calls
+    assert store_for(image).entries()[0].released is not None
 
 
 def test_autosave_off_and_an_unwritable_store_never_break_a_write(make_napari_viewer, store_dir, monkeypatch,

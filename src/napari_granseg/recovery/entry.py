@@ -75,6 +75,17 @@ def _normalize(region: Any, shape: tuple[int, ...]) -> tuple[tuple[int, int], ..
     return tuple(out)
 
 
+class _Window:
+    """``region`` of ``array`` (its full shape), read only where indexed (``[slices]`` relative to the region)."""
+
+    def __init__(self, array: Any, bounds: tuple[tuple[int, int], ...]):
+        self.array, self.bounds = array, bounds
+        self.shape = tuple(b - a for a, b in bounds)
+
+    def __getitem__(self, key: tuple[slice, ...]) -> np.ndarray:
+        return np.asarray(self.array[tuple(slice(a + k.start, a + k.stop) for (a, _), k in zip(self.bounds, key))])
+
+
 class Entry:
     """An entry folder, opened (see the module docstring). ``info`` is its manifest (a dict)."""
 
@@ -164,9 +175,10 @@ class Entry:
         return out
 
     # ------------------------------------------------------------------ writing
-    def record(self, region: Any, data: Any, writer: str = "") -> int:
+    def record(self, region: Any, data: Any, writer: str = "", source: Any = None) -> int:
         """Store ``data`` at ``region`` (ints and slices into the labels; ``data`` has the region's shape, the
-        ints' axes dropped, or broadcasts to it; a zarr/dask array is read chunk by chunk). Writes only the
+        ints' axes dropped, or broadcasts to it; a zarr/dask array is read chunk by chunk). ``source``: instead
+        of ``data``, the whole labels array, from which the region is read chunk by chunk. Writes only the
         chunks whose content changed, then makes the new state current in one atomic step (one for the whole
         region, however many chunks and slices it spans). Returns the bytes written (chunk files + manifest)."""
         if not self.owned:
@@ -178,8 +190,12 @@ class Entry:
             return 0
         region_shape = tuple(b - a for a, b in bounds)
         # an array of the region's shape (numpy, zarr, dask) is read chunk by chunk, never whole
-        block = data if tuple(getattr(data, "shape", ())) == region_shape and hasattr(data, "__getitem__") \
-            else np.asarray(data)
+        if source is not None:
+            block = _Window(source, bounds)
+        elif tuple(getattr(data, "shape", ())) == region_shape and hasattr(data, "__getitem__"):
+            block = data
+        else:
+            block = np.asarray(data)
         if block.shape != region_shape:  # the ints' axes dropped, or a value to broadcast
             block = (block.reshape(region_shape) if block.size == int(np.prod(region_shape))
                      else np.broadcast_to(block, region_shape))
@@ -230,7 +246,8 @@ class Entry:
             self._newest_on_disk = generation
             if self.fsync:  # on the disk before the manifest names them (a power cut keeps the edit whole too)
                 flush_files(written)
-            manifest = dict(self.info, generation=generation, updated=time.time(), writer=writer or self.info["writer"])
+            manifest = dict(self.info, generation=generation, updated=time.time(), writer=writer or self.info["writer"],
+                            released=None)  # written after a normal end: the session goes on
             index = dict(self._index)
             for coords, payload, _ in pending:
                 index[coords] = (generation, len(payload))

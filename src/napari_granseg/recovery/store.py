@@ -135,11 +135,13 @@ class RecoveryStore:
 
     # ------------------------------------------------------------------ writing
     def record(self, layer_name: str, region: Any, data: Any, writer: str = "", *,
-               shape: tuple[int, ...] | None = None, dtype: Any = None, entry_id: str | None = None) -> str:
+               shape: tuple[int, ...] | None = None, dtype: Any = None, entry_id: str | None = None,
+               source: Any = None) -> str:
         """Record ``data`` at ``region`` of the labels layer ``layer_name`` (see :meth:`.entry.Entry.record`).
 
         The first record of a layer in this session creates its entry, of ``shape``/``dtype`` (default: the
         store's). ``entry_id``: continue that entry (one this session created or adopted), whatever its name.
+        ``source``: the whole labels array instead of ``data``: the region is read from it chunk by chunk.
         Returns the entry id. Raises :class:`RecoveryError` (its message says what to do) when it cannot.
         """
         with self._lock:
@@ -156,7 +158,7 @@ class RecoveryStore:
             if entry.name != layer_name:
                 entry.update_manifest(name=str(layer_name))
             self._mine[layer_name] = eid
-        entry.record(region, data, writer)
+        entry.record(region, data, writer, source=source)
         return eid
 
     # ------------------------------------------------------------------ restoring and letting go

@@ -321,6 +321,7 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         if labels is None or not self._can_undo():
             raise WidgetError("nothing to undo in the target labels layer")
         labels.undo()
+        record_write(self.image_layer, labels, (), None, "undo")
         self._last_action = "undone"
         self.prompts.activate()
 
@@ -328,6 +329,7 @@ class InteractiveWidget(ModelBinding, ImageBinding, PreviewGlue, StackActions, Q
         labels = self.labels_layer
         if labels is not None:
             labels.redo()
+            record_write(self.image_layer, labels, (), None, "redo")
 
     # ================================================================ status and buttons
     def _next_step(self) -> str:

@@ -95,29 +95,37 @@ def record_write(image_layer, labels_layer, index: Sequence[int] = (), where: An
     mask of that slice bounding what changed (None = the whole slice). Only chunks whose content changed are
     written, so a commit costs about its object's bytes, whatever the stack's size.
     """
+    if isinstance(image_layer, str):
+        if viewer is None or image_layer not in viewer.layers:
+            log.warning("recovery: image %r is gone; %r is not autosaved", image_layer, labels_layer.name)
+            return ""
+        image_layer = viewer.layers[image_layer]
+    region: tuple = tuple(int(i) for i in index)
+    if where is not None:
+        box = _bbox(where)
+        if box is None:
+            return ""
+        region += box
+    return _record_region(image_layer, labels_layer, region, writer)
+
+
+def _record_region(image_layer, labels_layer, region: tuple, writer: str) -> str:
+    """Record ``region`` (ints and slices; () = all) of ``labels_layer``; never raises (see record_write)."""
+    if image_layer is None:
+        return ""
     try:
-        if isinstance(image_layer, str):
-            if viewer is None or image_layer not in viewer.layers:
-                log.warning("recovery: image %r is gone; %r is not autosaved", image_layer, labels_layer.name)
-                return ""
-            image_layer = viewer.layers[image_layer]
         store = store_for(image_layer)
         if store is None:
             return ""
         labels = unwrap(labels_layer)
         data = _level0(labels)
-        region: tuple = tuple(int(i) for i in index)
-        if where is not None:
-            box = _bbox(where)
-            if box is None:
-                return ""
-            region += box
         known = _ENTRIES.get(labels)
         eid = known[1] if known is not None and known[0] is store else None
         shape, dtype = tuple(int(s) for s in data.shape), np.dtype(data.dtype)
-        block = data if not region else np.asarray(data[region])  # the whole layer: read chunk by chunk
-        eid = store.record(labels.name, region, block, writer, shape=shape, dtype=dtype, entry_id=eid)
+        eid = store.record(labels.name, region, None, writer, shape=shape, dtype=dtype, entry_id=eid,
+                           source=data)  # read chunk by chunk: a zarr/dask stack is never read whole
         _ENTRIES[labels] = (store, eid)
+        _follow_hand_edits(image_layer, labels)
         return ""
     except RecoveryError as exc:
         return _warn(str(exc))
@@ -127,8 +135,84 @@ def record_write(image_layer, labels_layer, index: Sequence[int] = (), where: An
                      f"{exc}); the labels are in the layer: save it (File > Save Selected Layers)")
 
 
+#: hand edits (brush, fill, eraser) of a recorded layer are recorded this long after the last stroke
+HAND_EDIT_DELAY_MS = 1000
+
+
+def _edit_box(atom: Any, ndim: int) -> tuple[slice, ...] | None:
+    """The bounding box of one napari history atom: a masked paint (``slice_key``) or (indices, old, new)."""
+    key = getattr(atom, "slice_key", None)
+    if key is not None:
+        return tuple(key)
+    indices = atom[0]
+    if len(indices) != ndim:
+        return None
+    box = []
+    for ix in indices:
+        ix = np.asarray(ix)
+        if ix.size == 0:
+            return ()
+        box.append(slice(int(ix.min()), int(ix.max()) + 1))
+    return tuple(box)
+
+
+class _HandEdits:
+    """Follows a recorded Labels layer's own edits (napari's ``paint`` event: brush, fill, eraser strokes and
+    the widgets' writes) and records their bounding box a moment after the last one (what a widget writes is
+    recorded at once by its own call; that second record finds nothing changed and writes nothing)."""
+
+    def __init__(self, image_layer, labels):
+        from qtpy.QtCore import QTimer
+
+        self._image, self._labels = weakref.ref(unwrap(image_layer)), weakref.ref(labels)
+        self._box: list[list[int]] | None = None
+        self.timer = QTimer()
+        self.timer.setSingleShot(True)
+        self.timer.setInterval(HAND_EDIT_DELAY_MS)
+        self.timer.timeout.connect(self.flush)
+        labels.events.paint.connect(self._painted)
+
+    def _painted(self, event) -> None:
+        labels = self._labels()
+        if labels is None:
+            return
+        ndim = len(_level0(labels).shape)
+        for atom in event.value or ():
+            try:
+                box = _edit_box(atom, ndim)
+            except (TypeError, ValueError, IndexError):
+                box = None
+            if box == ():
+                continue
+            if box is None:  # an edit of an unknown form: the whole layer (only changed chunks are written)
+                box = tuple(slice(0, n) for n in _level0(labels).shape)
+            spans = [[b.start, b.stop] for b in box]
+            self._box = spans if self._box is None else [
+                [min(a[0], b[0]), max(a[1], b[1])] for a, b in zip(self._box, spans)]
+        if self._box is not None:
+            self.timer.start()
+
+    def flush(self) -> None:
+        """Record the edits seen since the last flush (at once, e.g. before napari closes)."""
+        image, labels, box = self._image(), self._labels(), self._box
+        self._box = None
+        if image is None or labels is None or box is None:
+            return
+        _record_region(image, labels, tuple(slice(a, b) for a, b in box), "hand edit")
+
+
+_FOLLOWED: "weakref.WeakKeyDictionary[Any, _HandEdits]" = weakref.WeakKeyDictionary()
+
+
+def _follow_hand_edits(image_layer, labels) -> None:
+    if labels not in _FOLLOWED and hasattr(getattr(labels, "events", None), "paint"):
+        _FOLLOWED[labels] = _HandEdits(image_layer, labels)
+
+
 def release_all() -> int:
     """This session ends normally: every store it wrote keeps its entries ``keep_days`` more; returns count."""
+    for follower in list(_FOLLOWED.values()):
+        follower.flush()
     count = 0
     for store in list(_STORES.values()):
         try:
@@ -235,6 +319,7 @@ class RestoreOffer(QWidget):
                 nd = len(e.shape)
                 new = self.viewer.add_labels(data, name=name, scale=layer.scale[-nd:], translate=layer.translate[-nd:])
                 _ENTRIES[unwrap(new)] = (store, e.id)
+                _follow_hand_edits(layer, unwrap(new))
                 added.append(new)
                 said.append(f"'{name}' over '{layer.name}' (last written {e.when} by {e.writer or 'a widget'})")
         text = ("restored " + "; ".join(said)) if said else "nothing to restore"
