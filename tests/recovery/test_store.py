@@ -89,6 +89,8 @@ def test_path_key_follows_the_file_and_content_key_the_pixels(settings, tmp_path
     assert content_key(image.astype(np.int32)).store_id != content_key(image).store_id
     with pytest.raises(ValueError, match="cannot read"):
         path_key(tmp_path / "missing.tif")
+    url = "https://example.org/data/cells.ome.zarr"  # never read: the address is the key
+    assert path_key(url).store_id == path_key(url).store_id != path_key(url + "/0").store_id
 
 
 def test_content_key_of_a_large_stack_reads_a_bounded_part(settings):

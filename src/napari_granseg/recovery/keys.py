@@ -39,7 +39,11 @@ class ImageKey:
 
 
 def path_key(path: str | os.PathLike, shape: tuple[int, ...] = (), dtype: Any = None) -> ImageKey:
-    """The key of an image read from ``path`` (a file, or a folder such as an OME-Zarr)."""
+    """The key of an image read from ``path`` (a file, or a folder such as an OME-Zarr; a URL as it is)."""
+    text = os.fspath(path)
+    if "://" in str(text):  # a remote image (http, s3): its address; reading it to fingerprint would be slow
+        return ImageKey("path", f"url:{text}", str(text), tuple(int(s) for s in shape),
+                        "" if dtype is None else str(np.dtype(dtype)))
     p = Path(path).expanduser().resolve()
     try:
         st = p.stat()
