@@ -144,7 +144,8 @@ def test_fewshot_output_is_stored_slice_by_slice(make_napari_viewer, qtbot, stor
     np.testing.assert_array_equal(_stored(image, "refs few-shot"), out)
 
 
-def test_restore_row_offers_a_gone_session_and_never_replaces_a_layer(make_napari_viewer, qtbot, store_dir):
+def test_restore_row_offers_a_gone_session_and_never_replaces_a_layer(make_napari_viewer, qtbot, store_dir,
+                                                                       no_cached_models):
     from napari_granseg.recovery import RecoveryStore
     from napari_granseg.recovery.session import current_session
     from napari_granseg.widgets.everything import EverythingWidget
@@ -178,6 +179,7 @@ def test_restore_row_offers_a_gone_session_and_never_replaces_a_layer(make_napar
     assert [e.id for e in store_for(viewer.layers["pasted"]).entries()] == [eid]
     np.testing.assert_array_equal(_stored(viewer.layers["pasted"], "granseg labels [2]"), layer.data)
     assert store_for(viewer.layers["pasted"]).entries()[0].writer == "hand edit"
+    qtbot.waitUntil(lambda: w._default_model is not None, timeout=TIMEOUT_MS)  # the widget's model listing ends
 
 
 def test_a_normal_end_releases_what_this_session_wrote(store_dir):
@@ -192,6 +194,14 @@ def test_a_normal_end_releases_what_this_session_wrote(store_dir):
     assert store_for(image).entries()[0].released is None
     assert release_all() >= 1  # what napari's normal quit (aboutToQuit) calls
     assert store_for(image).entries()[0].released is not None
+    # a new layer that takes the name of an earlier one gets its own entry: their labels never mix
+    again = napari.layers.Labels(np.zeros((32, 32), np.int32), name="labels")
+    again.data[20:24, 20:24] = 5
+    record_write(image, again, (), again.data == 5, "interactive commit")
+    first, second = sorted(store_for(image).entries(), key=lambda e: e.updated)
+    assert first.name == second.name == "labels" and first.id != second.id
+    np.testing.assert_array_equal(store_for(image).restore(second.id), again.data)
+    np.testing.assert_array_equal(store_for(image).restore(first.id), labels.data)
 
 
 def test_autosave_off_and_an_unwritable_store_never_break_a_write(make_napari_viewer, store_dir, monkeypatch,

@@ -136,16 +136,18 @@ class RecoveryStore:
     # ------------------------------------------------------------------ writing
     def record(self, layer_name: str, region: Any, data: Any, writer: str = "", *,
                shape: tuple[int, ...] | None = None, dtype: Any = None, entry_id: str | None = None,
-               source: Any = None) -> str:
+               source: Any = None, new_entry: bool = False) -> str:
         """Record ``data`` at ``region`` of the labels layer ``layer_name`` (see :meth:`.entry.Entry.record`).
 
         The first record of a layer in this session creates its entry, of ``shape``/``dtype`` (default: the
         store's). ``entry_id``: continue that entry (one this session created or adopted), whatever its name.
         ``source``: the whole labels array instead of ``data``: the region is read from it chunk by chunk.
+        ``new_entry``: start a new entry even when this session already recorded a layer of that name (another
+        layer that had the name before: its labels are kept apart).
         Returns the entry id. Raises :class:`RecoveryError` (its message says what to do) when it cannot.
         """
         with self._lock:
-            eid = entry_id or self._mine.get(layer_name)
+            eid = entry_id or (None if new_entry else self._mine.get(layer_name))
             if eid is None:
                 shape = shape if shape is not None else self.shape
                 dtype = dtype if dtype is not None else self.dtype

@@ -123,6 +123,7 @@ def _record_region(image_layer, labels_layer, region: tuple, writer: str) -> str
         eid = known[1] if known is not None and known[0] is store else None
         shape, dtype = tuple(int(s) for s in data.shape), np.dtype(data.dtype)
         eid = store.record(labels.name, region, None, writer, shape=shape, dtype=dtype, entry_id=eid,
+                           new_entry=eid is None,  # a layer not recorded before: its own entry
                            source=data)  # read chunk by chunk: a zarr/dask stack is never read whole
         _ENTRIES[labels] = (store, eid)
         _follow_hand_edits(image_layer, labels)
