@@ -252,6 +252,7 @@ class RestoreOffer(QWidget):
         self.forget_button = QPushButton("Forget")
         self.message = QLabel("")
         self.message.setWordWrap(True)
+        self.message.setVisible(False)  # shown once there is something to say
         self.restore_button.setToolTip("add back the labels a previous napari session wrote over this image "
                                        "(it ended without saving them, or they are kept a few days after)")
         self.forget_button.setToolTip("delete those recovered labels from the recovery store")
@@ -287,7 +288,7 @@ class RestoreOffer(QWidget):
                 store = store_for(layer)
                 entries = [] if store is None else store.recoverable()
             except (RecoveryError, OSError) as exc:
-                self.message.setText(str(exc))
+                self._say(str(exc))
                 continue
             if entries:
                 offers.append((layer, store, entries))
@@ -341,6 +342,7 @@ class RestoreOffer(QWidget):
 
     def _say(self, text: str) -> None:
         self.message.setText(f"{time.strftime('%H:%M')}: {text}")
+        self.message.setVisible(True)
         if self._say_to is not None:
             self._say_to(text)
         elif self._status is not None:
