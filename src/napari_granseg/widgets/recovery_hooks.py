@@ -288,7 +288,7 @@ class RestoreOffer(QWidget):
                 store = store_for(layer)
                 entries = [] if store is None else store.recoverable()
             except (RecoveryError, OSError) as exc:
-                self._say(str(exc))
+                self._say(str(exc), status=False)
                 continue
             if entries:
                 offers.append((layer, store, entries))
@@ -340,9 +340,11 @@ class RestoreOffer(QWidget):
         self.refresh()
         return count
 
-    def _say(self, text: str) -> None:
+    def _say(self, text: str, status: bool = True) -> None:
         self.message.setText(f"{time.strftime('%H:%M')}: {text}")
         self.message.setVisible(True)
+        if not status:
+            return
         if self._say_to is not None:
             self._say_to(text)
         elif self._status is not None:
