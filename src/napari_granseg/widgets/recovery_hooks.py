@@ -287,8 +287,11 @@ class RestoreOffer(QWidget):
             try:
                 store = store_for(layer)
                 entries = [] if store is None else store.recoverable()
-            except (RecoveryError, OSError) as exc:
+            except (RecoveryError, OSError, ValueError) as exc:  # the message says what to do
                 self._say(str(exc), status=False)
+                continue
+            except Exception as exc:  # noqa: BLE001 - looking for old labels must never break adding a layer
+                log.error("napari-granseg: looking for recovered labels of %r failed", layer.name, exc_info=exc)
                 continue
             if entries:
                 offers.append((layer, store, entries))
