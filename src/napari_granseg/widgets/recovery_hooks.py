@@ -127,6 +127,7 @@ def _record_region(image_layer, labels_layer, region: tuple, writer: str) -> str
                            source=data)  # read chunk by chunk: a zarr/dask stack is never read whole
         _ENTRIES[labels] = (store, eid)
         _follow_hand_edits(image_layer, labels)
+        _FOLLOWED[labels].recorded(region, shape)
         return ""
     except RecoveryError as exc:
         return _warn(str(exc))
@@ -192,6 +193,18 @@ class _HandEdits:
                 [min(a[0], b[0]), max(a[1], b[1])] for a, b in zip(self._box, spans)]
         if self._box is not None:
             self.timer.start()
+
+    def recorded(self, region: tuple, shape: tuple[int, ...]) -> None:
+        """``region`` was just recorded: edits seen so far that lie inside it need no second record."""
+        if self._box is None:
+            return
+        spans = []
+        for axis, n in enumerate(shape):
+            r = region[axis] if axis < len(region) else slice(0, n)
+            spans.append((r.start, r.stop) if isinstance(r, slice) else (int(r), int(r) + 1))
+        if all(a <= lo and hi <= b for (a, b), (lo, hi) in zip(spans, self._box)):
+            self._box = None
+            self.timer.stop()
 
     def flush(self) -> None:
         """Record the edits seen since the last flush (at once, e.g. before napari closes)."""
