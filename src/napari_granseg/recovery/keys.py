@@ -60,27 +60,26 @@ def _hash_block(h, block: Any) -> None:
 def content_key(data: Any) -> ImageKey:
     """The key of an image given as an array (numpy, dask, zarr): shape, dtype and a fingerprint of its pixels.
 
-    Small images are hashed whole; larger ones through evenly spaced slices of the first axis (and, when one
-    slice is itself too large, evenly spaced rows of it): at most :data:`FINGERPRINT_BYTES` are read.
+    A 2D image is hashed whole, or through evenly spaced rows when larger than :data:`FINGERPRINT_BYTES`; a
+    stack one slice at a time (never read whole): all its slices when small, else evenly spaced ones (and
+    evenly spaced rows of a slice too large by itself). At most about :data:`FINGERPRINT_BYTES` are read.
     """
     shape = tuple(int(s) for s in data.shape)
     dtype = np.dtype(data.dtype)
     h = hashlib.blake2b(digest_size=16)
     h.update(repr((shape, dtype.str)).encode())
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes <= FINGERPRINT_BYTES or len(shape) < 2:
-        _hash_block(h, data)
+    if nbytes == 0:
+        pass  # an empty image: shape and dtype are all there is
+    elif len(shape) <= 2:
+        step = max(1, int(np.ceil(nbytes / FINGERPRINT_BYTES)))
+        _hash_block(h, data if step == 1 else data[::step])
     else:
         n = shape[0]
-        picks = sorted(set(np.linspace(0, n - 1, min(n, _SAMPLED_SLICES)).round().astype(int).tolist()))
+        picks = range(n) if nbytes <= FINGERPRINT_BYTES else sorted(
+            set(np.linspace(0, n - 1, min(n, _SAMPLED_SLICES)).round().astype(int).tolist()))
         per_slice = FINGERPRINT_BYTES // len(picks)
-        slice_bytes = nbytes // n
+        step = max(1, int(np.ceil((nbytes // n) / per_slice)))  # rows of one slice
         for z in picks:
-            if slice_bytes <= per_slice:
-                _hash_block(h, data[z])
-            else:  # evenly spaced rows of the slice
-                rows = shape[1]
-                step = max(1, int(np.ceil(slice_bytes / per_slice)))
-                _hash_block(h, data[z][0:rows:step])
-    ident = f"content:{h.hexdigest()}"
-    return ImageKey("content", ident, None, shape, dtype.str)
+            _hash_block(h, data[z] if step == 1 else data[z, ::step])
+    return ImageKey("content", f"content:{h.hexdigest()}", None, shape, dtype.str)
