@@ -10,6 +10,18 @@ from __future__ import annotations
 
 import pytest
 
+#: the widgets autosave what they write (napari_granseg.recovery): never into the user's own store during tests
+RECOVERY_ENV = "GRANSEG_RECOVERY_DIR"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _recovery_store_of_the_session(tmp_path_factory):
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, {RECOVERY_ENV: str(tmp_path_factory.mktemp("recovery"))}):
+        yield
+
 #: Steps run of the fast recipe's 2000-step schedule (see granseg_training.unsamv2.recipes.fast_test_config).
 TRAINED_UNSAMV2_STEPS = 1200
 

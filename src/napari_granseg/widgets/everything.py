@@ -40,6 +40,7 @@ from ._everything_session import EverythingSession, parse_granularities
 from ._layer_pixels import CHANNELS_TIP
 from ._napari_warmup import start_warmup
 from ._tasks import BackgroundTask, WidgetError
+from .recovery_hooks import RestoreOffer, record_write
 
 __all__ = ["EverythingWidget", "parse_granularities", "unique_layer_name"]
 
@@ -139,6 +140,7 @@ class EverythingWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(RestoreOffer(napari_viewer, self.status))
         layout.addStretch(1)
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Segment everything")
@@ -296,6 +298,7 @@ class EverythingWidget(QWidget):
                                          features=spec["features"], scale=spec["scale"],
                                          translate=spec["translate"], metadata=spec["metadata"])
             self.layers[spec["key"]] = new
+            record_write(spec["metadata"]["source"], new, (), None, "segment everything", self.viewer)
         except RuntimeError as err:  # the viewer was closed meanwhile
             if "has been deleted" not in str(err):
                 raise

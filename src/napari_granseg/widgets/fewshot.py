@@ -33,6 +33,7 @@ from ._fewshot_session import FewShotRequest, FewShotSession, parse_slices
 from ._layer_pixels import CHANNELS_TIP
 from ._napari_warmup import start_warmup
 from ._tasks import BackgroundTask, WidgetError
+from .recovery_hooks import RestoreOffer, record_write
 
 __all__ = ["FewShotWidget", "parse_slices", "prompts_by_slice", "SCRIBBLE_POINTS"]
 
@@ -50,6 +51,7 @@ class FewShotWidget(QWidget):
         self.model = None
         self.output_layer = None
         self._source_name = ""
+        self._image_name = ""  # the series the output is recorded over (crash recovery)
         self._default_model: tuple[str, bool] | None = None
 
         self.model_badge = QLabel("")
@@ -112,6 +114,7 @@ class FewShotWidget(QWidget):
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
+        layout.addWidget(RestoreOffer(napari_viewer, self.status))
         layout.addStretch(1)
 
         self.task = BackgroundTask(self.progress, self.cancel_button, self.status, context="Few-shot")
@@ -238,6 +241,7 @@ class FewShotWidget(QWidget):
         request = self.request()
         worker = self.session.run(request, where=self.compute.session)
         self._source_name = request.source_name
+        self._image_name = request.layer_name
         self.output_layer = None
         self.run_button.setEnabled(False)
         return worker
@@ -252,12 +256,14 @@ class FewShotWidget(QWidget):
         base = f"{self._source_name} few-shot"
         self.output_layer = self.viewer.add_labels(out, name=unique_layer_name(self.viewer, base),
                                                    metadata={"store": str(store)} if store else {})
+        record_write(self._image_name, self.output_layer, (), None, "few-shot references", self.viewer)
         self.progress.setRange(0, max(1, len(targets)))
         self.status.setText(f"{len(refs)} reference slice(s) {refs}, {len(targets)} target(s)…")
 
-    def _slice_done(self, _index: int) -> None:
+    def _slice_done(self, index: int) -> None:
         if self.output_layer is not None:
             self.output_layer.refresh()  # the job wrote the slice into the layer's array
+            record_write(self._image_name, self.output_layer, (index,), None, "few-shot", self.viewer)
 
     def _finished(self) -> None:
         self.run_button.setEnabled(True)

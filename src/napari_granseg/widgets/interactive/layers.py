@@ -8,7 +8,9 @@ compare ``is``-equal to the events' layers):
 - the yellow preview Labels layer is created once per image size and reused (its data is replaced, never
   copied, on the GUI thread);
 - commits and propagations go through :mod:`.writes`: background pixels only, one undo step each, so Ctrl+Z
-  in the labels layer (or Undo) removes exactly one write;
+  in the labels layer (or Undo) removes exactly one write; every write, Undo and Redo is also autosaved
+  (:func:`~napari_granseg.widgets.recovery_hooks.record_write`) before the port returns, so the pixels are on
+  disk before the session says "committed" (crash recovery);
 - the slice shown (``viewer.dims``) is the one segmented, in the 2D view only.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .._common import WidgetError
+from ..recovery_hooks import record_write
 from .image_source import channel_choices, level0
 from .ports import ImageInfo, Prompts
 from .prompt_layers import POINTS_NAME, SHAPES_NAME, PromptLayers, spatial_shape, unwrap
@@ -44,6 +47,7 @@ class NapariLayers:
         self._listeners: list[Callable[[], None]] = []
         self.prompts = PromptLayers(viewer, self._prompts_changed, bind_keys, negative, defer)
         self._blank: np.ndarray | None = None
+        self._image_of: dict[str, str] = {}  # labels layer -> the image it was targeted over (crash recovery)
 
     def bind(self, on_prompts_changed: Callable[[], None]) -> None:
         self._listeners.append(on_prompts_changed)
@@ -198,14 +202,26 @@ class NapariLayers:
         if tuple(labels.data.shape) != tuple(shape):
             raise WidgetError(f"labels layer {labels.name!r} has shape {tuple(labels.data.shape)} but image "
                               f"{image.name!r} has {tuple(shape)}: pick another Labels layer or '{NEW_LABELS_ITEM}'")
+        self._image_of[labels.name] = image.name
         return labels.name
+
+    def _record(self, labels: str, writer: str, index: tuple[int, ...] = (), where: np.ndarray | None = None) -> None:
+        """Autosave what was just written into ``labels`` (index/where bound it; see ``record_write``)."""
+        image = self._image_of.get(labels) or self.prompts.image_name
+        record_write(image, self.viewer.layers[labels], index, where, writer, self.viewer)
 
     def write_object(self, labels: str, index: tuple[int, ...], mask: np.ndarray,
                      refine_label: int | None) -> tuple[int, int]:
-        return write_object(self.viewer.layers[labels], index, mask, refine_label, WidgetError)
+        written = write_object(self.viewer.layers[labels], index, mask, refine_label, WidgetError)
+        # a refine may drop pixels outside the new mask: the whole slice (only changed chunks are stored)
+        self._record(labels, "interactive refine" if refine_label else "interactive commit", index,
+                     None if refine_label else mask)
+        return written
 
     def write_propagation(self, labels: str, result: np.ndarray, label_id: int, committed_slice: int) -> int:
-        return write_propagation(self.viewer.layers[labels], result, label_id, committed_slice)
+        written = write_propagation(self.viewer.layers[labels], result, label_id, committed_slice)
+        self._record(labels, "propagation")
+        return written
 
     def can_undo(self, labels: str | None) -> bool:
         layer = self._get(labels)
@@ -213,8 +229,10 @@ class NapariLayers:
 
     def undo(self, labels: str) -> None:
         self.viewer.layers[labels].undo()
+        self._record(labels, "undo")
 
     def redo(self, labels: str) -> None:
         layer = self._get(labels)
         if layer is not None:
             layer.redo()
+            self._record(labels, "redo")

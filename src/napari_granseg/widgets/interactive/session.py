@@ -288,10 +288,8 @@ class InteractiveSession:
 
     # ================================================================ commit, next, undo
     def commit(self) -> int | None:
-        """Write the preview as a new label (or the refined label); waits for a preview still being computed.
-
-        Returns the label id, or None when the commit happens as soon as the pending preview arrives.
-        """
+        """Write the preview as a new label (or the refined label); waits for a preview still being computed:
+        returns the label id, or None when the commit happens as soon as the pending preview arrives."""
         if self.preview.shown is None and not self.layers.prompt_count():
             raise WidgetError("nothing to commit: click on an object first (prompts layer in add mode) and wait for "
                               "the yellow preview")
@@ -441,8 +439,10 @@ class InteractiveSession:
                            tuple(c.text for c in self.plan.choices),
                            self.last_commit, self.last_message, self._last_action, self.busy, events)
 
-    def refresh(self) -> None:
-        """Publish the state again (something outside changed what the status says, e.g. the active layer)."""
+    def refresh(self, happened: str = "") -> None:
+        """Publish the state again: something outside changed what the status says (the active layer), or
+        ``happened`` outside the session (labels restored) and becomes the status line's last action."""
+        self._last_action = happened or self._last_action
         self._publish()
 
     def _publish(self, *events: Event) -> None:

@@ -22,6 +22,7 @@ from qtpy.QtWidgets import QWidget
 from .._common import LAYER_SPACING_MS, WidgetError, notify, start_describe_models
 from .._napari_warmup import start_warmup
 from .._tasks import BackgroundTask
+from ..recovery_hooks import RestoreOffer
 from .controls import build_ui
 from .shortcuts import G_STEP, SHORTCUTS
 from .layers import LABELS_NAME, NEW_LABELS_ITEM, NapariLayers
@@ -69,6 +70,9 @@ class InteractiveWidget(QWidget):
             model_runner=BackgroundTask(context="GranSeg model"), debounce=self._debounce)
         self.prompts = self.layers.prompts
         self.session.changed.connect(self._render)
+        # labels a gone napari left over an open image: "Restore ..." (the status line says what came back)
+        self.restore_offer = RestoreOffer(self.viewer, say=self.session.refresh)
+        self.layout().insertWidget(self.layout().indexOf(self.status) + 1, self.restore_offer)
         self._connect()
         self._refresh_layer_choices()
         if model is not None:
