@@ -103,6 +103,22 @@ def test_commit_and_propagation_are_in_the_store_when_the_widget_reports_them(ma
     qtbot.mouseClick(w.undo_button, Qt.LeftButton)  # the propagation goes, in the layer and in the store
     assert not w.labels_layer.data[[0, 1, 3]].any()
     np.testing.assert_array_equal(_stored(image, "granseg labels"), w.labels_layer.data)
+    w.session.redo()  # what Ctrl+Shift+Z calls: the propagation is back, in the layer and in the store
+    assert w.labels_layer.data[[0, 1, 3]].any()
+    np.testing.assert_array_equal(_stored(image, "granseg labels"), w.labels_layer.data)
+    # refining label 1 (a click inside it with Refine on) replaces its pixels: stored before "committed" too
+    w.refine_check.setChecked(True)
+    w.granularity = 0.1
+    w.add_prompt(scenes[2].centers[0])
+    qtbot.waitUntil(lambda: w.preview_mask is not None and not w.busy, timeout=TIMEOUT_MS)
+    assert w.preview_request.refine_label == 1
+    before = w.labels_layer.data.copy()
+    seen.pop("commit")
+    with qtbot.waitSignal(w.committed, timeout=TIMEOUT_MS):
+        w.commit()
+    assert not np.array_equal(before[2], w.labels_layer.data[2])
+    np.testing.assert_array_equal(seen["commit"], w.labels_layer.data)
+    assert store_for(image).entries()[0].writer == "interactive refine"
 
 
 def test_segment_everything_layers_are_stored(make_napari_viewer, qtbot, store_dir, no_cached_models):
