@@ -34,6 +34,7 @@ _LAZY = {
     "run_stack": "napari_granseg.batch",
     "Job": "napari_granseg.batch",
     "ModelRef": "napari_granseg.batch",
+    "finetune": "napari_granseg.finetuning.run",
 }
 
 __all__ = sorted(_LAZY)
