@@ -21,13 +21,23 @@ from .data import check_inputs, split_objects
 from .score import click_iou
 from .trainer import CancelFn, Finetuner, FinetuneSettings, ProgressFn
 
-__all__ = ["finetune", "default_steps"]
+__all__ = ["finetune", "default_steps", "demo_replay"]
 
 
 def default_steps(n_objects: int) -> int:
     """Steps for ``n_objects`` trained objects: enough passes over each (with its flips/rotations) to converge on
     the synthetic development domain, bounded so a CPU run stays within minutes."""
     return int(np.clip(40 * n_objects, 200, 600))
+
+
+def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:
+    """For the bundled demo model, a few scenes of the synthetic data it was trained on (seeds no test or
+    benchmark uses): what it should keep segmenting as before. Other models: none (pass ``keep_images``)."""
+    if not base.is_demo:
+        return []
+    from ..synthetic import nested_cells_scene
+
+    return [nested_cells_scene(size=128, n_cells=3, seed=9000 + i).image for i in range(n)]
 
 
 def _base_model(model, device) -> LoadedModel:
@@ -45,7 +55,7 @@ def _base_model(model, device) -> LoadedModel:
 def finetune(images, labels, model: LoadedModel | str | None = None, granularity: float = 1.0,
              out: str | Path | None = None, steps: int | None = None, progress: ProgressFn | None = None,
              cancel: CancelFn | None = None, device: str = "auto", settings: FinetuneSettings | None = None,
-             name: str | None = None) -> LoadedModel:
+             name: str | None = None, keep_images=None) -> LoadedModel:
     """Fine-tune an UnSAMv2 model on instance labels (0 = background) and return the new model.
 
     images / labels: sequences of 2D images and their label images (or (Z, H, W) stacks, one slice each).
@@ -54,7 +64,9 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     back with the same results); an existing file is replaced only if this tool wrote it. steps: training
     steps (None: from the number of objects). progress(step, total, loss, eta_seconds), cancel() -> bool:
     callbacks (cancel raises :class:`~.trainer.FinetuneCancelled`, nothing written). settings: the recipe
-    (:class:`FinetuneSettings`). The result's ``info["finetune"]`` holds the before/after click IoU on the
+    (:class:`FinetuneSettings`). keep_images: images of the kind the model already segments well (say, your
+    other experiments): it keeps its own results on them (None: for the demo model, samples of its synthetic
+    training scenes; otherwise none). The result's ``info["finetune"]`` holds the before/after click IoU on the
     held-back objects (never trained on) at the default precision.
     """
     check_granularity([granularity])
@@ -68,7 +80,10 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
                                                           else default_steps(len(trained)))
     t0 = time.perf_counter()
     before = click_iou(base, imgs, labs, held, granularity, settings.precision)
-    tuner = Finetuner(base, imgs, labs, trained, granularity, settings)
+    if keep_images is None:
+        keep_images = demo_replay(base)
+    tuner = Finetuner(base, imgs, labs, trained, granularity, settings,
+                      keep_images=[np.asarray(k) for k in keep_images])
     history = tuner.fit(progress=progress, cancel=cancel)
     state = unsamv2_state_dict(tuner.model)
     del tuner

@@ -103,11 +103,13 @@ class Finetuner:
     """
 
     def __init__(self, base: LoadedModel, images: list[np.ndarray], labels: list[np.ndarray],
-                 train_objects: list[tuple[int, int]], granularity: float, settings: FinetuneSettings):
+                 train_objects: list[tuple[int, int]], granularity: float, settings: FinetuneSettings,
+                 keep_images: list[np.ndarray] | None = None):
         settings.check()
         self.base, self.settings, self.granularity = base, settings, float(granularity)
         self.device = base.device
         self.variants = self._encode(images, labels, train_objects)
+        self.replay = self._encode_replay(keep_images or [])
         self.model = self._trainable_copy(base.module)
         self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
         self.start = {n: p.detach().clone() for n, p in self.params.items() if not n.endswith(".lora_B")}
@@ -140,6 +142,21 @@ class Finetuner:
         if not variants:
             raise ValueError("no trained object is large enough to be seen at the loss resolution")
         return variants
+
+    def _encode_replay(self, images: list[np.ndarray]) -> list[_Variant]:
+        """Images the base model should keep segmenting as it does (no labels: the base is the teacher)."""
+        from ..engine.interactive import GranularityPredictor
+
+        pred = GranularityPredictor(self.base, precision=self.settings.precision, cache_size=1)
+        out = []
+        for i, img in enumerate(images):
+            with pred.lock:
+                pred.set_image(img)
+                feats = {"image_embed": pred._features["image_embed"],
+                         "high_res_feats": list(pred._features["high_res_feats"])}
+            size = target_labels(np.zeros(img.shape[:2], np.int32), self.settings.loss_side).labels.shape
+            out.append(_Variant(-1 - i, feats, torch.zeros(size, dtype=torch.int32), [], tuple(size)))
+        return out
 
     def _trainable_copy(self, module: torch.nn.Module) -> torch.nn.Module:
         model = copy.deepcopy(module)
@@ -193,12 +210,18 @@ class Finetuner:
         return {k: torch.stack([t[k] for t in terms]).mean() for k in ("loss", "iou")}
 
     def _keep(self, v: _Variant) -> torch.Tensor:
-        """Match the base model's masks (as soft targets) for random clicks at granularities away from the labels'."""
+        """Match the base model's masks (as soft targets) for random clicks: on the training image at
+        granularities away from the labels', or on a replay image (``keep_images``) at any granularity."""
         st = self.settings
         n = st.objects_per_step
+        gap = st.keep_gap
+        if self.replay and self.rng.random() < 0.5:
+            v, gap = self.replay[int(self.rng.integers(len(self.replay)))], 0.0
         h, w = v.size
         xy = torch.rand(n, 2, generator=self.generator) * torch.tensor([w - 1, h - 1])
-        low_end, high_start = max(0.1, self.granularity - st.keep_gap), min(1.0, self.granularity + st.keep_gap)
+        low_end, high_start = max(0.1, self.granularity - gap), min(1.0, self.granularity + gap)
+        if gap == 0.0:
+            low_end, high_start = 1.0, 1.0  # one interval: [0.1, 1]
         below, above = low_end - 0.1, 1.0 - high_start  # lengths of [0.1, g - gap] and [g + gap, 1]
         u = torch.rand(n, generator=self.generator) * max(below + above, 1e-6)
         g = torch.where(u < below, 0.1 + u, high_start + (u - below)).clamp(0.1, 1.0)
