@@ -113,18 +113,20 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: gs.finetune's)")
     ap.add_argument("--configs", default="lora,decoder")
     ap.add_argument("--no-cost", action="store_true", help="skip the Hiera-S cost table")
+    ap.add_argument("--cost-only", action="store_true", help="only the Hiera-S cost table")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     base = gs.load_model("unsamv2-demo", device="cpu")
     train, test, old = _data()
-    rows = [run_config(base, train, (test, old), t, args.steps) for t in args.configs.split(",")]
+    configs = [] if args.cost_only else args.configs.split(",")
+    rows = [run_config(base, train, (test, old), t, args.steps) for t in configs]
     cols = ["trainable", "steps", "new_before_auto", "new_after_auto", "new_before_fp32", "new_after_fp32",
             "gain_auto", "old_before", "old_after", "old_change", "held_back_before", "held_back_after", "wall_s",
             "peak_rss_mb"]
     costs = [] if args.no_cost else step_costs()
     extra = {"costs_hiera_s": costs, "load_average": list(__import__("os").getloadavg()),
              "note": "machine shared with other jobs while measured (see load_average)", "env": environment()}
-    write_report("finetune" if args.out is None else "finetune", rows, cols, args.out, extra)
+    write_report("finetune", rows, cols, args.out, extra)
     for r in costs:
         print(f"| {r['choice']} | {r['seconds']:.3f} s | {r['device']} |")
 

@@ -58,13 +58,13 @@ class FinetuneSettings:
 
     steps: int = 300
     lr: float = 1e-3
-    trainable: str = "lora"            # "lora" | "decoder"
+    trainable: str = "decoder"         # "decoder" | "lora" (UnSAMv2's own trainable set, less capacity)
     objects_per_step: int = 8
     corrections: int = 2               # up to this many corrective clicks per object (random 0..n)
     centre_power: float = 1.0          # first clicks ~ (distance to the border) ** power
     augment: int = 8                   # flips/rotations per image: 1, 2, 4 or 8
     held_fraction: float = 0.15
-    keep_weight: float = 0.5           # match the base model at other granularities
+    keep_weight: float = 1.0           # match the base model at other granularities and on replay images
     keep_gap: float = 0.2              # ... at least this far from the labels' granularity
     anchor_weight: float = 1e-2        # L2 of the weight change
     loss_side: int = 256               # the loss is computed with the longer side at most this
@@ -210,13 +210,11 @@ class Finetuner:
         return {k: torch.stack([t[k] for t in terms]).mean() for k in ("loss", "iou")}
 
     def _keep(self, v: _Variant) -> torch.Tensor:
-        """Match the base model's masks (as soft targets) for random clicks: on the training image at
-        granularities away from the labels', or on a replay image (``keep_images``) at any granularity."""
+        """Match the base model's masks (as soft targets) for random clicks: on a training image at
+        granularities away from the labels', on a replay image (``keep_images``) at any granularity."""
         st = self.settings
         n = st.objects_per_step
-        gap = st.keep_gap
-        if self.replay and self.rng.random() < 0.5:
-            v, gap = self.replay[int(self.rng.integers(len(self.replay)))], 0.0
+        gap = st.keep_gap if v.image >= 0 else 0.0
         h, w = v.size
         xy = torch.rand(n, 2, generator=self.generator) * torch.tensor([w - 1, h - 1])
         low_end, high_start = max(0.1, self.granularity - gap), min(1.0, self.granularity + gap)
@@ -250,7 +248,11 @@ class Finetuner:
         with precision_context(self.device, st.precision):
             out = self._supervised(v)
             loss = out["loss"]
-            keep = self._keep(v) if st.keep_weight > 0 else torch.zeros((), device=self.device)
+            keep = torch.zeros((), device=self.device)
+            if st.keep_weight > 0:
+                keep = self._keep(v)
+                if self.replay:  # and on an image of what it knew, at any granularity
+                    keep = keep + self._keep(self.replay[int(self.rng.integers(len(self.replay)))])
         anchor = self._anchor() if st.anchor_weight > 0 else torch.zeros((), device=self.device)
         total = loss + st.keep_weight * keep + st.anchor_weight * anchor
         optimizer.zero_grad(set_to_none=True)
