@@ -38,6 +38,7 @@ _LAZY = {
     "open_predictor": "napari_granseg.compute",
     "open_fewshot": "napari_granseg.compute",
     "Local": "napari_granseg.compute",
+    "finetune": "napari_granseg.finetuning.run",
 }
 #: submodules reachable as attributes without an import (``gs.compute.open_predictor(...)``)
 _SUBMODULES = ("compute", "remote")

@@ -7,6 +7,7 @@ config (the config that fits is read from the tensor shapes where possible).
 """
 from __future__ import annotations
 
+import json
 import re
 import zipfile
 from pathlib import Path
@@ -15,7 +16,11 @@ from typing import Iterable, Mapping
 import torch
 
 __all__ = ["CheckpointError", "read_state_dict", "check_keys", "check_shapes", "check_finite",
-           "save_checkpoint", "sniff_format", "html_page_message", "infer_config", "config_hint"]
+           "save_checkpoint", "sniff_format", "html_page_message", "infer_config", "config_hint",
+           "MODEL_RECORD_KEY", "checkpoint_record"]
+
+#: Key of the JSON record a checkpoint written by this plugin carries next to "model" (kind, config, writer).
+MODEL_RECORD_KEY = "granseg_model"
 
 
 class CheckpointError(RuntimeError):
@@ -197,3 +202,21 @@ def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path: str | Path, **
     with atomic_path(path) as tmp:
         torch.save({"model": dict(state_dict), **extra}, tmp)
     return Path(path)
+
+
+def checkpoint_record(path: str | Path) -> dict:
+    """The record (:data:`MODEL_RECORD_KEY`) of a checkpoint this plugin wrote, else ``{}``; reads no weights.
+
+    Why: ``load_model(path)`` takes the model kind and config from it, and fine-tuning replaces only files
+    that carry it. Memory-mapped, so a large file costs almost nothing to ask.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            if sniff_format(f.read(8)) != "torch-zip":
+                return {}
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        record = json.loads(obj.get(MODEL_RECORD_KEY, "{}")) if isinstance(obj, Mapping) else {}
+        return record if isinstance(record, dict) else {}
+    except Exception:  # unreadable files are reported by read_state_dict when they are loaded
+        return {}

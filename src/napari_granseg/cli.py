@@ -116,6 +116,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_model_args(few, "best cached SANSA, else the demo model")
     _add_run_args(few)
 
+    from .cli_finetune import add_finetune_parser
+
+    add_finetune_parser(sub)
+
     mod = sub.add_parser("models", help="list the model zoo, cache paths and what is present")
     mod.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -192,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _models(args.json)
     if args.command == "sample":
         return _sample(Path(args.out), args.n, args.size)
+    if args.command == "finetune":
+        from .cli_finetune import run_finetune
+
+        return run_finetune(args)
     return _run(args)
 
 

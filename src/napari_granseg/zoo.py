@@ -24,13 +24,15 @@ from typing import Sequence
 
 import torch
 
-from .checkpoints import CheckpointError, sniff_format
+from .checkpoints import CheckpointError, checkpoint_record, sniff_format
 from .devices import resolve_device
 from .downloads import ModelDownloadError, download_checkpoint, min_bytes, verify_recorded
 from .loading import build_model
 from .models.loaded import LoadedModel
 
-__all__ = ["ModelSpec", "ZOO", "cache_dir", "checkpoint_path", "fetch_checkpoint", "load_model", "default_model_name", "ModelDownloadError", "list_models", "KINDS", "model_status"]
+__all__ = ["ModelSpec", "ZOO", "cache_dir", "checkpoint_path", "fetch_checkpoint", "load_model",
+           "default_model_name", "ModelDownloadError", "list_models", "KINDS", "model_status",
+           "finetuned_dir", "finetuned_models"]
 
 log = logging.getLogger(__name__)
 KINDS = ("unsamv2", "sam2", "sansa")
@@ -116,6 +118,19 @@ def cache_dir() -> Path:
     import pooch
 
     return Path(pooch.os_cache("napari-granseg"))
+
+
+def finetuned_dir() -> Path:
+    """Where fine-tuned models are kept (``<cache>/finetuned``): each ``<name>.pt`` is listed and loaded by name."""
+    return cache_dir() / "finetuned"
+
+
+def finetuned_models(kind: str = "unsamv2") -> list[str]:
+    """Names of the fine-tuned models of ``kind`` in :func:`finetuned_dir` (what the widgets list after the zoo)."""
+    folder = finetuned_dir()
+    if kind != "unsamv2" or not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.pt") if p.stem not in ZOO and not p.name.startswith("."))
 
 
 def checkpoint_path(spec: ModelSpec | str) -> Path:
@@ -227,9 +242,14 @@ def load_model(name_or_path: str | os.PathLike | None = None, kind: str | None =
             base_checkpoint = ckpt
     elif name_or_path is not None:
         ckpt = Path(name_or_path).expanduser()
+        if not ckpt.is_file() and (finetuned_dir() / f"{name_or_path}.pt").is_file():
+            ckpt = finetuned_dir() / f"{name_or_path}.pt"  # a fine-tuned model, by the name it was saved under
         if not ckpt.is_file():
             raise FileNotFoundError(
-                f"{name_or_path!r} is neither a zoo model ({', '.join(ZOO)}) nor an existing file.")
+                f"{name_or_path!r} is neither a zoo model ({', '.join(ZOO)}), a fine-tuned model in "
+                f"{finetuned_dir()}, nor an existing file.")
+        found = checkpoint_record(ckpt)  # written by this plugin (fine-tuning): it names kind and config
+        kind, config = kind or found.get("kind"), config or found.get("config")
         if kind is None:
             raise ValueError(f"give kind= for a checkpoint file ({' | '.join(KINDS)}), e.g. "
                              f"load_model({str(name_or_path)!r}, kind='unsamv2', config='configs/sam2.1/sam2.1_hiera_s.yaml')")
@@ -240,10 +260,13 @@ def load_model(name_or_path: str | os.PathLike | None = None, kind: str | None =
                   "sansa": "configs/sam2/sam2_hiera_l.yaml"}[kind]
     module = build_model(kind, config, ckpt, base_checkpoint=base_checkpoint, overrides=overrides)
     module = module.to(dev).eval()
-    name = spec.name if spec else (Path(ckpt).name if ckpt else f"random-{kind}")
+    name = spec.name if spec else ((ckpt.stem if ckpt.parent == finetuned_dir() else ckpt.name) if ckpt
+                                   else f"random-{kind}")
+    record = checkpoint_record(ckpt) if ckpt is not None and spec is None else {}
     return LoadedModel(kind=kind, name=name, module=module, device=dev, config=str(config), checkpoint=ckpt,
-                       is_demo=bool(spec and spec.bundled),
-                       automatic_defaults=_recorded_automatic_defaults(ckpt) if spec and spec.bundled else {})
+                       is_demo=bool(spec and spec.bundled) or bool(record.get("is_demo")),
+                       automatic_defaults=(_recorded_automatic_defaults(ckpt) if spec and spec.bundled
+                                           else dict(record.get("automatic_defaults") or {})))
 
 
 def _recorded_automatic_defaults(checkpoint: Path | None) -> dict:

@@ -13,7 +13,7 @@ from granseg_training.evaluation.metrics import iou
 from granseg_training.rle import decode_segmentation, encode_rle, rle_area, rle_bbox
 from granseg_training.schedule import warmup_cosine_factor, warmup_cosine_schedule
 from granseg_training.seeding import seed_everything
-from granseg_training.unsamv2.losses import mask_iou as batch_mask_iou
+from napari_granseg.finetuning.losses import mask_iou as batch_mask_iou
 
 
 def _previous_unsamv2_factor(step: int, steps: int, warmup_steps: int, lr: float, lr_min: float) -> float:

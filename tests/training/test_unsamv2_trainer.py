@@ -14,7 +14,7 @@ from napari_granseg.models.lora import merge_lora
 from napari_granseg.models.unsamv2 import build_unsamv2
 
 from granseg_training.unsamv2 import UnSAMv2TrainConfig, UnSAMv2Trainer, granularity_of_areas
-from granseg_training.unsamv2.clicks import correction_clicks, first_clicks, inner_masks
+from napari_granseg.finetuning.clicks import correction_clicks, first_clicks, inner_masks
 from granseg_training.unsamv2.data import CocoGranularityDataset, SyntheticNestedDataset, scene_targets
 from granseg_training.unsamv2.trainer import decode, image_features, is_upstream_trainable
 from napari_granseg.synthetic import nested_cells_scene

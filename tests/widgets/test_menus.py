@@ -18,10 +18,11 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 def _widget_classes():
     from napari_granseg.widgets.everything import EverythingWidget
     from napari_granseg.widgets.fewshot import FewShotWidget
+    from napari_granseg.widgets.finetune import FinetuneWidget
     from napari_granseg.widgets.interactive import InteractiveWidget
 
     return {"Interactive (UnSAMv2)": InteractiveWidget, "Segment everything (UnSAMv2)": EverythingWidget,
-            "Few-shot series (SANSA)": FewShotWidget}
+            "Few-shot series (SANSA)": FewShotWidget, "Fine-tune (UnSAMv2)": FinetuneWidget}
 
 
 def test_docs_name_the_menu_entries_as_the_manifest_does():
@@ -40,7 +41,8 @@ def test_docs_name_the_menu_entries_as_the_manifest_does():
     assert {entry.strip() for _, entry in paths} == names
 
 
-@pytest.mark.parametrize("name", ["Interactive (UnSAMv2)", "Segment everything (UnSAMv2)", "Few-shot series (SANSA)"])
+@pytest.mark.parametrize("name", ["Interactive (UnSAMv2)", "Segment everything (UnSAMv2)", "Few-shot series (SANSA)",
+                                  "Fine-tune (UnSAMv2)"])
 def test_each_menu_action_opens_its_widget(make_napari_viewer, name):
     viewer = make_napari_viewer()
     assert menu_action(viewer, name) is not None

@@ -151,11 +151,12 @@ def quiet_model_build() -> Iterator[None]:
 
 
 def describe_models(kind: str) -> tuple[list[str], str, bool]:
-    """(zoo names of ``kind``, the default model's name, whether it is a demo); imports the zoo: use in a worker."""
+    """(zoo names of ``kind`` then the fine-tuned models', the default model's name, whether it is a demo);
+    imports the zoo: use in a worker."""
     import_engines()
     from .. import zoo
 
-    names = [s.name for s in zoo.ZOO.values() if s.kind == kind]
+    names = [s.name for s in zoo.ZOO.values() if s.kind == kind] + zoo.finetuned_models(kind)
     default = zoo.default_model_name(kind)
     spec = zoo.ZOO.get(default)
     return names, default, bool(spec is not None and spec.bundled)

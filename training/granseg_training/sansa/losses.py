@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..losses import dice_loss, sigmoid_focal_loss
+from napari_granseg.finetuning.losses import dice_loss, sigmoid_focal_loss
 
 __all__ = ["sigmoid_focal_loss", "dice_loss", "sansa_loss"]
 

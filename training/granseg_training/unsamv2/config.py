@@ -8,7 +8,7 @@ from napari_granseg.devices import check_precision
 from ..config_io import ConfigIO
 
 from .augment import AugmentConfig
-from .losses import LossWeights
+from napari_granseg.finetuning.losses import LossWeights
 
 __all__ = ["UnSAMv2TrainConfig"]
 

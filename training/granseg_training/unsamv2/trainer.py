@@ -29,30 +29,21 @@ from torch import nn
 from napari_granseg.checkpoints import read_state_dict, save_checkpoint
 from napari_granseg.devices import precision_context, resolve_device
 from napari_granseg.engine.normalize import IMAGENET_MEAN, IMAGENET_STD
+from napari_granseg.finetuning.clicks import correction_clicks, first_clicks
+from napari_granseg.finetuning.losses import dice_loss, mask_iou, sigmoid_focal_loss, unsamv2_loss
+from napari_granseg.finetuning.params import GRANULARITY_PARAM_KEYS, is_upstream_trainable
 from napari_granseg.models.unsamv2 import (UnSAMv2Model, build_unsamv2, load_unsamv2_state_dict,
                                            unsamv2_state_dict)
 
 from .augment import JointAugment
-from .clicks import correction_clicks, first_clicks
 from .config import UnSAMv2TrainConfig
 from ..schedule import warmup_cosine_schedule
 from ..seeding import seed_everything
 from .data import CocoGranularityDataset, SyntheticNestedDataset, collate_samples
-from .losses import dice_loss, mask_iou, sigmoid_focal_loss, unsamv2_loss
 from .video import drifting_video
 
 __all__ = ["UnSAMv2Trainer", "train_unsamv2", "GRANULARITY_PARAM_KEYS", "is_upstream_trainable",
            "image_features", "decode"]
-
-#: Parameter-name fragments of UnSAMv2's new modules (trained in 'upstream' mode together with LoRA).
-GRANULARITY_PARAM_KEYS = ("sam_prompt_encoder.fourier_embedder.", "sam_prompt_encoder.granularity_embedding.",
-                          "sam_mask_decoder.gra_token.", "sam_mask_decoder.gra_output_token_mlp.")
-
-
-def is_upstream_trainable(name: str) -> bool:
-    """Whether parameter ``name`` trains in 'upstream' mode (granularity modules and LoRA factors)."""
-    return name.startswith(GRANULARITY_PARAM_KEYS) or name.endswith((".lora_A", ".lora_B"))
-
 
 def image_features(model: UnSAMv2Model, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(B, 3, S, S) normalised images -> image embedding (B, C, S/16, S/16) and high-res features."""

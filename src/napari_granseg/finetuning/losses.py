@@ -1,7 +1,8 @@
-"""UnSAMv2's training loss (as SAM 2's): focal x20 + dice x1 + IoU-prediction L1 x1 + object score BCE x1.
+"""The mask losses of UnSAMv2's training (as SAM 2's), the one implementation the plugin's fine-tuning and the
+training package (``granseg_training``) both use.
 
-Each term is a mean over masks; focal is a mean over pixels per mask (SAM 2's normalisation), dice uses
-sigmoid probabilities with +1 smoothing.
+Total = focal x20 (alpha .25, gamma 2) + soft Dice x1 (+1 smoothing) + IoU-prediction L1 x1 + object-score BCE
+x1. Each term is a mean over masks; focal is a mean over pixels per mask (SAM 2's normalisation).
 """
 from __future__ import annotations
 
@@ -9,8 +10,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from ..losses import dice_loss, sigmoid_focal_loss
 
 __all__ = ["LossWeights", "sigmoid_focal_loss", "dice_loss", "mask_iou", "unsamv2_loss"]
 
@@ -21,6 +20,25 @@ class LossWeights:
     dice: float = 1.0
     iou: float = 1.0
     object_score: float = 1.0
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 0.25,
+                       gamma: float = 2.0) -> torch.Tensor:
+    """(M, H, W) logits and targets -> (M,) mean focal loss per mask."""
+    prob = logits.sigmoid()
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    p_t = prob * target + (1 - prob) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
+    return loss.flatten(1).mean(1)
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """(M,) soft dice loss per mask."""
+    prob = logits.sigmoid().flatten(1)
+    t = target.flatten(1)
+    return 1 - (2 * (prob * t).sum(1) + 1) / (prob.sum(1) + t.sum(1) + 1)
 
 
 def mask_iou(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

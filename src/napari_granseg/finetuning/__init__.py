@@ -1,0 +1,6 @@
+"""Fine-tuning UnSAMv2 on a person's own labels, with the image encoder frozen (Qt-free, napari-free).
+
+Also home of the pieces the training package (``granseg_training``) shares: the loss (:mod:`.losses`), the
+click simulation (:mod:`.clicks`) and which parameters train (:mod:`.params`).
+Entry point: :func:`napari_granseg.finetune` (:func:`.run.finetune`).
+"""

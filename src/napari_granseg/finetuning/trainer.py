@@ -1,0 +1,283 @@
+"""Fine-tune an UnSAMv2 model on a person's labels with its image encoder frozen: decoder passes only.
+
+How a run goes (:class:`Finetuner`):
+
+1. Each training image, in each of its flips/rotations (``augment``), is encoded ONCE by the base model's
+   frozen encoder, through the same predictor path (intensity scaling, precision) that segmentation uses.
+2. A copy of the base model gets LoRA (rank 8) in its mask decoder's transformer, UnSAMv2's own recipe. What
+   trains (``trainable``): "lora" = LoRA + the granularity encoder and output token (UnSAMv2's trainable set);
+   "decoder" = also every other prompt-encoder and mask-decoder weight (SAM's heads): more capacity, more
+   forgetting.
+3. Each step takes one image variant and up to ``objects_per_step`` of its trained objects: a first click drawn
+   towards each object's centre, the object's mask at the labels' granularity as target, then up to
+   ``corrections`` corrective clicks from the error with the previous logits fed back (UnSAMv2's click
+   simulation), UnSAMv2's loss (:mod:`.losses`).
+4. Against forgetting, each step also matches the base model's own masks on the same image at OTHER
+   granularities (``keep_weight``: the base as teacher, clicks anywhere), and the changed weights are pulled
+   towards the base (``anchor_weight``, an L2 on the change).
+5. Training runs at ``precision`` ("auto": bf16 where segmentation runs in bf16), the precision the model
+   will run at, so its score holds at the default precision.
+
+Cancel raises :class:`FinetuneCancelled` between steps; nothing of the run is kept.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..devices import precision_context
+from ..models.loaded import LoadedModel
+from ..models.lora import inject_lora
+from ..models.unsamv2 import lora_target_names
+from .clicks import correction_clicks, sample_in_masks
+from .data import centre_weights, dihedral, target_labels
+from .losses import LossWeights, dice_loss, unsamv2_loss
+from .params import is_decoder_param, is_upstream_trainable
+
+__all__ = ["FinetuneSettings", "Finetuner", "FinetuneCancelled", "ProgressFn", "CancelFn"]
+
+#: progress(step, total, loss, eta_seconds)
+ProgressFn = Callable[[int, int, float, float], None]
+CancelFn = Callable[[], bool]
+
+
+class FinetuneCancelled(RuntimeError):
+    """Raised when the cancel callback says stop; nothing was written."""
+
+
+@dataclass
+class FinetuneSettings:
+    """The recipe. Defaults were chosen on a synthetic development domain (see docs/finetune.md)."""
+
+    steps: int = 300
+    lr: float = 1e-3
+    trainable: str = "decoder"         # "decoder" | "lora" (UnSAMv2's own trainable set, less capacity)
+    objects_per_step: int = 8
+    corrections: int = 2               # up to this many corrective clicks per object (random 0..n)
+    centre_power: float = 1.0          # first clicks ~ (distance to the border) ** power
+    augment: int = 8                   # flips/rotations per image: 1, 2, 4 or 8
+    held_fraction: float = 0.15
+    keep_weight: float = 1.0           # match the base model at other granularities and on replay images
+    keep_gap: float = 0.2              # ... at least this far from the labels' granularity
+    anchor_weight: float = 1e-2        # L2 of the weight change
+    loss_side: int = 256               # the loss is computed with the longer side at most this
+    precision: str = "auto"
+    seed: int = 0
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def check(self) -> None:
+        if self.trainable not in ("lora", "decoder"):
+            raise ValueError(f"trainable={self.trainable!r}: use 'lora' (UnSAMv2's recipe) or 'decoder'")
+        if self.augment not in (1, 2, 4, 8):
+            raise ValueError(f"augment={self.augment}: use 1, 2, 4 or 8 flips/rotations per image")
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps}: train at least one step")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Variant:
+    """One flip/rotation of one training image: its features and its labels at loss resolution."""
+
+    image: int
+    features: dict
+    labels: torch.Tensor       # (h, w) int32
+    objects: list[int]         # trained label ids present
+    size: tuple[int, int]      # (h, w) of the loss resolution
+
+
+class Finetuner:
+    """Holds the frozen base, the trainable copy and the cached embeddings; :meth:`fit` trains.
+
+    ``base``: a LoadedModel of kind "unsamv2" (not changed). ``train_objects``: ``(image, label id)`` pairs to
+    train on; the others are never shown.
+    """
+
+    def __init__(self, base: LoadedModel, images: list[np.ndarray], labels: list[np.ndarray],
+                 train_objects: list[tuple[int, int]], granularity: float, settings: FinetuneSettings,
+                 keep_images: list[np.ndarray] | None = None):
+        settings.check()
+        self.base, self.settings, self.granularity = base, settings, float(granularity)
+        self.device = base.device
+        self.variants = self._encode(images, labels, train_objects)
+        self.replay = self._encode_replay(keep_images or [])
+        self.model = self._trainable_copy(base.module)
+        self.params = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.start = {n: p.detach().clone() for n, p in self.params.items() if not n.endswith(".lora_B")}
+        self.history: list[dict] = []
+        self.generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+        self.rng = np.random.default_rng(settings.seed)
+
+    # ------------------------------------------------------------------ setup
+    def _encode(self, images, labels, train_objects) -> list[_Variant]:
+        from ..engine.interactive import GranularityPredictor
+
+        pred = GranularityPredictor(self.base, precision=self.settings.precision, cache_size=1)
+        wanted = {}
+        for i, k in train_objects:
+            wanted.setdefault(i, []).append(k)
+        variants = []
+        for i, ids in sorted(wanted.items()):
+            for k in range(self.settings.augment):
+                img = dihedral(images[i], k if self.settings.augment > 1 else 0)
+                lab = dihedral(labels[i], k if self.settings.augment > 1 else 0)
+                with pred.lock:
+                    pred.set_image(img)
+                    feats = {"image_embed": pred._features["image_embed"],
+                             "high_res_feats": list(pred._features["high_res_feats"])}
+                small = target_labels(lab, self.settings.loss_side)
+                present = [int(x) for x in ids if bool((small.labels == x).any())]
+                if present:
+                    variants.append(_Variant(i, feats, small.labels.to(self.device), present,
+                                             tuple(small.labels.shape)))
+        if not variants:
+            raise ValueError("no trained object is large enough to be seen at the loss resolution")
+        return variants
+
+    def _encode_replay(self, images: list[np.ndarray]) -> list[_Variant]:
+        """Images the base model should keep segmenting as it does (no labels: the base is the teacher)."""
+        from ..engine.interactive import GranularityPredictor
+
+        pred = GranularityPredictor(self.base, precision=self.settings.precision, cache_size=1)
+        out = []
+        for i, img in enumerate(images):
+            with pred.lock:
+                pred.set_image(img)
+                feats = {"image_embed": pred._features["image_embed"],
+                         "high_res_feats": list(pred._features["high_res_feats"])}
+            size = target_labels(np.zeros(img.shape[:2], np.int32), self.settings.loss_side).labels.shape
+            out.append(_Variant(-1 - i, feats, torch.zeros(size, dtype=torch.int32), [], tuple(size)))
+        return out
+
+    def _trainable_copy(self, module: torch.nn.Module) -> torch.nn.Module:
+        model = copy.deepcopy(module)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        inject_lora(model, lora_target_names(model))
+        model.to(self.device)
+        choose = is_upstream_trainable if self.settings.trainable == "lora" else (
+            lambda n: is_upstream_trainable(n) or is_decoder_param(n))
+        for name, p in model.named_parameters():
+            p.requires_grad_(bool(choose(name)))
+        return model
+
+    # ------------------------------------------------------------------ one step
+    def _decode(self, model, feats, coords, labels, mask_input, g):
+        pe, md = model.sam_prompt_encoder, model.sam_mask_decoder
+        n = coords.shape[0]
+        sparse, dense = pe(points=(coords, labels), boxes=None, masks=mask_input, granularity=g)
+        emb = feats["image_embed"].expand(n, -1, -1, -1)
+        high = [f.expand(n, -1, -1, -1) for f in feats["high_res_feats"]]
+        low, iou, _, obj = md(image_embeddings=emb, image_pe=pe.get_dense_pe(), sparse_prompt_embeddings=sparse,
+                              dense_prompt_embeddings=dense, multimask_output=False, repeat_image=False,
+                              high_res_features=high)
+        return low, iou, obj
+
+    def _to_input(self, xy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        """Pixel (x, y) at loss resolution -> model input coordinates (as the predictor transforms clicks)."""
+        s = float(self.base.image_size)
+        h, w = size
+        return xy * torch.tensor([s / w, s / h], device=xy.device)
+
+    def _supervised(self, v: _Variant) -> dict[str, torch.Tensor]:
+        st = self.settings
+        ids = v.objects if len(v.objects) <= st.objects_per_step else list(
+            self.rng.choice(v.objects, st.objects_per_step, replace=False))
+        target = torch.stack([v.labels == k for k in ids])
+        xy, _ = sample_in_masks(centre_weights(target, st.centre_power), self.generator)
+        coords, labels = xy[:, None, :], torch.ones(len(ids), 1, dtype=torch.int32)
+        g = torch.full((len(ids),), self.granularity)
+        n_corr = int(self.rng.integers(0, st.corrections + 1))
+        mask_input, terms = None, []
+        for it in range(1 + n_corr):
+            low, iou, obj = self._decode(self.model, v.features, self._to_input(coords, v.size).to(self.device),
+                                         labels.to(self.device), mask_input, g.to(self.device))
+            logits = F.interpolate(low.float(), size=v.size, mode="bilinear", align_corners=False)[:, 0]
+            terms.append(unsamv2_loss(logits, iou, obj, target.to(logits.device), st.loss))
+            if it < n_corr:
+                c, lab = correction_clicks((logits.detach() > 0).cpu(), target, self.generator)
+                coords, labels = torch.cat([coords, c], 1), torch.cat([labels, lab], 1)
+                mask_input = low.detach().float()
+        return {k: torch.stack([t[k] for t in terms]).mean() for k in ("loss", "iou")}
+
+    def _keep(self, v: _Variant) -> torch.Tensor:
+        """Match the base model's masks (as soft targets) for random clicks: on a training image at
+        granularities away from the labels', on a replay image (``keep_images``) at any granularity."""
+        st = self.settings
+        n = st.objects_per_step
+        gap = st.keep_gap if v.image >= 0 else 0.0
+        h, w = v.size
+        xy = torch.rand(n, 2, generator=self.generator) * torch.tensor([w - 1, h - 1])
+        low_end, high_start = max(0.1, self.granularity - gap), min(1.0, self.granularity + gap)
+        if gap == 0.0:
+            low_end, high_start = 1.0, 1.0  # one interval: [0.1, 1]
+        below, above = low_end - 0.1, 1.0 - high_start  # lengths of [0.1, g - gap] and [g + gap, 1]
+        u = torch.rand(n, generator=self.generator) * max(below + above, 1e-6)
+        g = torch.where(u < below, 0.1 + u, high_start + (u - below)).clamp(0.1, 1.0)
+        coords = self._to_input(xy[:, None, :], v.size).to(self.device)
+        labels = torch.ones(n, 1, dtype=torch.int32, device=self.device)
+        with torch.no_grad():
+            teacher, _, _ = self._decode(self.base.module, v.features, coords, labels, None, g.to(self.device))
+        student, _, _ = self._decode(self.model, v.features, coords, labels, None, g.to(self.device))
+        target = torch.sigmoid(teacher.float())[:, 0]
+        student = student.float()[:, 0]
+        return F.binary_cross_entropy_with_logits(student, target) + dice_loss(student, target).mean()
+
+    def _anchor(self) -> torch.Tensor:
+        """Squared size of the change from the base (the LoRA update B @ A counts through B, which starts at 0)."""
+        total = torch.zeros((), device=self.device)
+        for name, p in self.params.items():
+            ref = self.start.get(name)
+            total = total + ((p - ref) ** 2).sum() if ref is not None else total + (p ** 2).sum()
+        return total
+
+    def step(self, optimizer) -> dict[str, float]:
+        st = self.settings
+        v = self.variants[int(self.rng.integers(len(self.variants)))]
+        self.model.sam_prompt_encoder.train()
+        self.model.sam_mask_decoder.train()
+        with precision_context(self.device, st.precision):
+            out = self._supervised(v)
+            loss = out["loss"]
+            keep = torch.zeros((), device=self.device)
+            if st.keep_weight > 0:
+                keep = self._keep(v)
+                if self.replay:  # and on an image of what it knew, at any granularity
+                    keep = keep + self._keep(self.replay[int(self.rng.integers(len(self.replay)))])
+        anchor = self._anchor() if st.anchor_weight > 0 else torch.zeros((), device=self.device)
+        total = loss + st.keep_weight * keep + st.anchor_weight * anchor
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_(list(self.params.values()), 1.0)
+        optimizer.step()
+        return {"loss": float(total.detach()), "mask_loss": float(loss.detach()), "keep": float(keep.detach()),
+                "anchor": float(anchor.detach()), "train_iou": float(out["iou"])}
+
+    def fit(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[dict]:
+        st = self.settings
+        optimizer = torch.optim.AdamW(list(self.params.values()), lr=st.lr, weight_decay=0.0)
+        warm = max(1, st.steps // 20)
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / st.steps)))))
+        t0 = time.perf_counter()
+        for s in range(st.steps):
+            if cancel is not None and cancel():
+                raise FinetuneCancelled("fine-tuning cancelled: nothing was written")
+            rec = self.step(optimizer)
+            schedule.step()
+            rec["step"] = s + 1
+            self.history.append(rec)
+            if progress is not None:
+                elapsed = time.perf_counter() - t0
+                progress(s + 1, st.steps, rec["loss"], elapsed / (s + 1) * (st.steps - s - 1))
+        self.model.eval()
+        return self.history

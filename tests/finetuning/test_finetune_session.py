@@ -1,0 +1,37 @@
+"""The fine-tune widget's state without a window: where a model name goes, which slices of a stack train, and
+what the progress line says."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_granseg.widgets.finetune_session import FinetuneSession, training_pairs
+
+
+def test_the_model_goes_to_the_caches_finetuned_folder_under_a_safe_name(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRANSEG_CACHE_DIR", str(tmp_path))
+    assert FinetuneSession(name="membranes-v2").output_path() == tmp_path / "finetuned" / "membranes-v2.pt"
+    for bad in ("", "my model", "../escape", "a/b"):
+        with pytest.raises(ValueError, match="model name"):
+            FinetuneSession(name=bad).output_path()
+    with pytest.raises(ValueError, match="zoo"):
+        FinetuneSession(name="unsamv2-demo").output_path()
+
+
+def test_a_stack_contributes_its_labelled_slices_only():
+    stack = np.random.default_rng(0).integers(0, 9, (4, 16, 16)).astype(np.uint16)
+    labels = np.zeros((4, 16, 16), np.int32)
+    labels[1, 2:5, 2:5] = 1
+    labels[3, 8:12, 8:12] = 2
+    pairs = training_pairs(stack, labels)
+    assert [int(p[1].max()) for p in pairs] == [1, 2]
+    assert np.array_equal(pairs[0][0], stack[1]) and np.array_equal(pairs[1][0], stack[3])
+    with pytest.raises(ValueError, match="does not match"):
+        training_pairs(stack, labels[:, :8])
+
+
+def test_progress_line_says_step_loss_and_time_left():
+    s = FinetuneSession()
+    assert "encoding" in s.progress_text()
+    s.on_progress(30, 200, 0.4567, 125.0)
+    assert s.progress_text() == "step 30/200 · loss 0.457 · about 2.1 min left"
