@@ -37,17 +37,9 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
 
 def pair_label_files(images: list[Path], label_dir: Path) -> dict[Path, Path | None]:
     """Each image with its label file in ``label_dir`` (None when there is none), by the few-shot naming rules."""
-    from .batch.job import _LABEL_FILE_SUFFIXES, _LABEL_SUFFIXES
+    from .batch.job import label_files_by_stem
 
-    by_stem: dict[str, Path] = {}
-    for p in sorted(label_dir.iterdir()):
-        if p.is_file() and p.suffix.lower() in _LABEL_FILE_SUFFIXES:
-            stem = p.stem
-            for suffix in _LABEL_SUFFIXES:
-                if stem.endswith(suffix):
-                    stem = stem[: -len(suffix)]
-                    break
-            by_stem.setdefault(stem, p)
+    by_stem = label_files_by_stem(label_dir)
     return {img: by_stem.get(img.stem) for img in images}
 
 

@@ -148,6 +148,21 @@ _LABEL_SUFFIXES = ("_labels", "_label", "_mask", "_masks")
 _LABEL_FILE_SUFFIXES = (".tif", ".tiff", ".png", ".bmp", ".jpg", ".jpeg")
 
 
+def label_files_by_stem(lab_dir: Path) -> dict[str, Path]:
+    """The label files of a folder by the image stem they belong to: ``cells_000.tif`` and
+    ``cells_000_labels.tif`` (or ``_label``, ``_mask``, ``_masks``) both label ``cells_000``."""
+    labels: dict[str, Path] = {}
+    for p in sorted(lab_dir.iterdir()):
+        if p.is_file() and p.suffix.lower() in _LABEL_FILE_SUFFIXES:
+            stem = p.stem
+            for suffix in _LABEL_SUFFIXES:
+                if stem.endswith(suffix):
+                    stem = stem[: -len(suffix)]
+                    break
+            labels.setdefault(stem, p)
+    return labels
+
+
 def reference_pairs(references: str | os.PathLike | None,
                     reference_labels: str | os.PathLike | None) -> list[tuple[Path, Path]]:
     """Pair each reference image with its label image by stem (``a.tif`` <-> ``a.tif``/``a_labels.tif``/``a_mask.png``)."""
@@ -158,15 +173,7 @@ def reference_pairs(references: str | os.PathLike | None,
     if not lab_dir.is_dir():
         raise FileNotFoundError(f"reference label folder {lab_dir} not found: pass --reference-labels DIR, the "
                                 f"folder of label images named like the reference images")
-    labels = {}
-    for p in sorted(lab_dir.iterdir()):
-        if p.suffix.lower() in _LABEL_FILE_SUFFIXES:
-            stem = p.stem
-            for suffix in _LABEL_SUFFIXES:
-                if stem.endswith(suffix):
-                    stem = stem[: -len(suffix)]
-                    break
-            labels.setdefault(stem, p)
+    labels = label_files_by_stem(lab_dir)
     pairs, missing = [], []
     for img in images:
         if img.stem in labels:
