@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-WIDGETS = ["Interactive (UnSAMv2)", "Segment everything (UnSAMv2)", "Few-shot series (SANSA)"]
+WIDGETS = ["Interactive (UnSAMv2)", "Segment everything (UnSAMv2)", "Few-shot series (SANSA)", "Fine-tune (UnSAMv2)"]
 
 
 def test_manifest_is_inside_the_installed_package():

@@ -46,6 +46,15 @@ class _Remote:
     def _fresh(self) -> None:
         """Replay state on a new actor (subclasses)."""
 
+    def drop_if_worker_gone(self) -> None:
+        """Forget the actor when its worker has left the cluster since the last call, so the next call loads
+        the model on a live worker instead of failing on a worker that died while nothing was asked of it."""
+        with self.lock:
+            handle = self._handle
+            if handle is not None and not handle.dead \
+                    and handle.worker not in self.session.client.scheduler_info()["workers"]:
+                handle.dead = True
+
     @property
     def handle(self) -> ActorHandle:
         with self.lock:

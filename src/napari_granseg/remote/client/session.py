@@ -180,7 +180,9 @@ class RemoteSession:
         with self._lock:
             if key not in self._predictors:
                 self._predictors[key] = self.predictor(model)
-            return self._predictors[key]
+            shared = self._predictors[key]
+        shared.drop_if_worker_gone()  # a worker lost between two calls: load again instead of failing
+        return shared
 
     def segment(self, image: np.ndarray, points: Sequence[Sequence[float]], granularity: Any = 0.5,
                 model: Any = None, labels: Sequence[int] | None = None, **kwargs) -> np.ndarray:
