@@ -77,10 +77,9 @@ def test_killed_between_chunk_files_and_manifest_swap_reads_the_previous_state(t
     assert (store.restore(eid)[REGION] == 5).all()
 
 
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="Windows has no SIGKILL")
 @pytest.mark.parametrize("delay", [0.35, 0.8, 1.5])
 def test_sigkill_at_any_moment_leaves_one_complete_version(tmp_path, monkeypatch, delay):
-    if not hasattr(signal, "SIGKILL"):
-        pytest.skip("needs SIGKILL")
     proc = subprocess.Popen([sys.executable, "-c", WRITER, "loop"], env=_env(tmp_path), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
