@@ -18,6 +18,7 @@ from sam2.sam2_image_predictor import SAM2ImagePredictor
 from ..devices import autocast_dtype, check_precision, precision_context
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
+from .features import feature_sizes, image_features
 from .embeddings import DEFAULT_MAX_BYTES, EmbeddingCache, image_key, model_fingerprint
 from .normalize import DEFAULT_PERCENTILES, check_image, check_intensity, intensity_range, model_input
 from .prompts import PromptError, as_box, as_granularities, as_points, remote_hint
@@ -74,7 +75,7 @@ class GranularityPredictor(SAM2ImagePredictor):
         super().__init__(module, mask_threshold=mask_threshold, max_hole_area=max_hole_area,
                          max_sprinkle_area=max_sprinkle_area)
         s = int(module.image_size)
-        self._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+        self._bb_feat_sizes = feature_sizes(s)
         self.cache = EmbeddingCache(cache_size, disk_cache_dir, max_bytes=cache_max_bytes)
         self.percentiles = percentiles
         self.lock = threading.RLock()
@@ -118,14 +119,7 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     @torch.no_grad()
     def _compute_features(self, x: torch.Tensor) -> dict:
-        with precision_context(self.device, self.precision, "encoder"):
-            backbone_out = self.model.forward_image(x)
-            _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
-            if self.model.directly_add_no_mem_embed:
-                vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed
-        feats = [feat.float().permute(1, 2, 0).reshape(1, -1, *size)
-                 for feat, size in zip(vision_feats[::-1], self._bb_feat_sizes[::-1])][::-1]
-        return {"image_embed": feats[-1], "high_res_feats": feats[:-1]}
+        return image_features(self.model, x, self.precision)
 
     def set_image(self, image: np.ndarray, intensity: tuple[float, float] | None = None) -> None:  # type: ignore[override]
         """Embed ``image`` (HxW or HxWx3, uint8/uint16/float), reusing a cached embedding when there is one.

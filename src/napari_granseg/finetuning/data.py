@@ -15,7 +15,7 @@ import torch
 from scipy import ndimage
 
 __all__ = ["FinetuneInputError", "check_inputs", "split_objects", "dihedral", "centre_weights", "centre_point",
-           "target_labels", "MIN_OBJECTS"]
+           "target_labels", "foreground_weights", "MIN_OBJECTS"]
 
 #: Fewer objects than this cannot be split into trained and held-back ones.
 MIN_OBJECTS = 3
@@ -126,3 +126,20 @@ def target_labels(labels: np.ndarray, max_side: int) -> TargetLabels:
     else:
         small = torch.from_numpy(labels.astype(np.int32))
     return TargetLabels(small, scale)
+
+
+def foreground_weights(image: np.ndarray, size: tuple[int, int], floor: float = 0.05) -> np.ndarray:
+    """(h, w) float32 click weights at ``size``: how far each (smoothed) pixel's grey value lies from the image's
+    median, scaled to [floor, 1]. Objects stand out from the background in bright-on-dark (fluorescence) and
+    dark-on-bright (phase contrast, histology) images alike; the floor keeps every pixel possible."""
+    gray = np.asarray(image, dtype=np.float32)
+    if gray.ndim == 3:
+        gray = gray.mean(-1)
+    gray = ndimage.gaussian_filter(gray, 1.0)
+    dev = np.abs(gray - np.median(gray))
+    top = float(np.percentile(dev, 99.5)) or 1.0
+    weights = np.clip(dev / top, 0.0, 1.0)
+    if weights.shape != tuple(size):
+        t = torch.from_numpy(weights.astype(np.float32))[None, None]
+        weights = torch.nn.functional.interpolate(t, size=tuple(size), mode="bilinear", align_corners=False)[0, 0].numpy()
+    return np.maximum(weights, floor).astype(np.float32)

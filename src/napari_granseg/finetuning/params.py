@@ -5,7 +5,12 @@ token) and the LoRA factors in the mask decoder's transformer; everything of SAM
 """
 from __future__ import annotations
 
-__all__ = ["GRANULARITY_PARAM_KEYS", "is_upstream_trainable", "is_decoder_param"]
+from typing import Callable
+
+import torch
+
+__all__ = ["GRANULARITY_PARAM_KEYS", "is_upstream_trainable", "is_decoder_param", "encoder_param_filter", "resolve_encoder_choice",
+           "SMALL_ENCODER_PARAMS"]
 
 #: Parameter-name fragments of UnSAMv2's new modules (trained in 'upstream' mode together with LoRA).
 GRANULARITY_PARAM_KEYS = ("sam_prompt_encoder.fourier_embedder.", "sam_prompt_encoder.granularity_embedding.",
@@ -21,3 +26,38 @@ def is_decoder_param(name: str) -> bool:
     """Whether ``name`` belongs to the prompt encoder or mask decoder (the 'decoder' fine-tuning choice), apart
     from the frozen weights LoRA wraps (those change through their LoRA factors only)."""
     return name.startswith(("sam_prompt_encoder.", "sam_mask_decoder.")) and ".original_layer." not in name
+
+
+def encoder_param_filter(model: torch.nn.Module, choice: str) -> Callable[[str], bool]:
+    """Which image-encoder parameters train for ``choice``: "frozen" none, "all" every one, "last_stage" the
+    blocks of the trunk's last stage and the FPN neck (the features the decoder reads are closest to them, and
+    the earlier stages, most of the encoder's compute at high resolution, stay as they were)."""
+    if choice == "frozen":
+        return lambda name: False
+    if choice == "all":
+        return lambda name: name.startswith("image_encoder.")
+    if choice != "last_stage":
+        raise ValueError(f"encoder={choice!r}: use 'frozen', 'last_stage' or 'all'")
+    ends = list(model.image_encoder.trunk.stage_ends)
+    first = ends[-2] + 1 if len(ends) > 1 else 0
+    blocks = tuple(f"image_encoder.trunk.blocks.{i}." for i in range(first, ends[-1] + 1))
+    return lambda name: name.startswith(blocks + ("image_encoder.neck.",))
+
+
+#: Encoders with fewer parameters than this (the bundled demo's) train whole at little cost on any device.
+SMALL_ENCODER_PARAMS = 5_000_000
+
+
+def resolve_encoder_choice(choice: str, model: torch.nn.Module, device: torch.device) -> str:
+    """What "auto" means for this model and device; other choices are returned as they are.
+
+    Training the encoder costs its forward and backward pass on every step instead of one forward per image
+    (docs/benchmarks.md, per-step costs). "auto": a small encoder trains whole; a released-size encoder trains
+    its last stage on a GPU, and stays frozen on a CPU or MPS, where that pass would turn minutes into hours.
+    """
+    if choice != "auto":
+        return choice
+    n = sum(p.numel() for p in model.image_encoder.parameters())
+    if n < SMALL_ENCODER_PARAMS:
+        return "all"
+    return "last_stage" if torch.device(device).type == "cuda" else "frozen"

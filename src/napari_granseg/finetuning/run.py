@@ -27,7 +27,7 @@ __all__ = ["finetune", "default_steps", "demo_replay"]
 def default_steps(n_objects: int) -> int:
     """Steps for ``n_objects`` trained objects: enough passes over each (with its flips/rotations) to converge on
     the synthetic development domain, bounded so a CPU run stays within minutes."""
-    return int(np.clip(40 * n_objects, 200, 600))
+    return int(np.clip(20 * n_objects, 200, 400))
 
 
 def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:
@@ -85,6 +85,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     tuner = Finetuner(base, imgs, labs, trained, granularity, settings,
                       keep_images=[np.asarray(k) for k in keep_images])
     history = tuner.fit(progress=progress, cancel=cancel)
+    encoder_trained = tuner.encoder_choice
     state = unsamv2_state_dict(tuner.model)
     del tuner
     loaded = state_to_model(state, base, name=name or (Path(out).stem if out else f"{base.name}-finetuned"))
@@ -93,6 +94,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
               "objects_trained": len(trained), "objects_held_back": len(held), "images": len(imgs),
               "held_back_iou_before": before, "held_back_iou_after": after, "precision": settings.precision,
               "seconds": round(time.perf_counter() - t0, 1), "settings": settings.to_dict(),
+              "encoder_trained": encoder_trained,
               "last_loss": history[-1]["loss"] if history else None}
     loaded.info["finetune"] = record
     if out is not None:

@@ -37,11 +37,15 @@ from ..models.loaded import LoadedModel
 from ..models.lora import inject_lora
 from ..models.unsamv2 import lora_target_names
 from .clicks import correction_clicks, sample_in_masks
-from .data import centre_weights, dihedral, target_labels
+from .data import centre_weights, dihedral, foreground_weights, target_labels
 from .losses import LossWeights, dice_loss, unsamv2_loss
-from .params import is_decoder_param, is_upstream_trainable
+from .params import encoder_param_filter, is_decoder_param, is_upstream_trainable, resolve_encoder_choice
 
-__all__ = ["FinetuneSettings", "Finetuner", "FinetuneCancelled", "ProgressFn", "CancelFn"]
+__all__ = ["FinetuneSettings", "Finetuner", "FinetuneCancelled", "ProgressFn", "CancelFn", "ENCODER_CHOICES"]
+
+#: Which image-encoder weights train: none (features computed once per image), the last trunk stage and the
+#: neck, or all of it (every step then runs the encoder forward and backward).
+ENCODER_CHOICES = ("auto", "frozen", "last_stage", "all")
 
 #: progress(step, total, loss, eta_seconds)
 ProgressFn = Callable[[int, int, float, float], None]
@@ -59,13 +63,20 @@ class FinetuneSettings:
     steps: int = 300
     lr: float = 1e-3
     trainable: str = "decoder"         # "decoder" | "lora" (UnSAMv2's own trainable set, less capacity)
+    encoder: str = "auto"              # "auto" | "frozen" | "last_stage" | "all": encoder weights that train too
+    encoder_lr: float = 1e-3           # the encoder's learning rate
     objects_per_step: int = 8
     corrections: int = 2               # up to this many corrective clicks per object (random 0..n)
     centre_power: float = 1.0          # first clicks ~ (distance to the border) ** power
     augment: int = 8                   # flips/rotations per image: 1, 2, 4 or 8
     held_fraction: float = 0.15
-    keep_weight: float = 1.0           # match the base model at other granularities and on replay images
+    keep_weight: float = 1.0           # match the base model on replay images (and training images, below)
     keep_gap: float = 0.2              # ... at least this far from the labels' granularity
+    keep_on_training: bool = False     # the base as teacher on the training images too (other granularities)
+    keep_clicks: str = "foreground"    # where the keep term clicks: "foreground" or "uniform"
+    replay_per_step: int = 2           # replay images (keep_images) the keep term visits per step
+    replay_augment: int = 4            # flips/rotations of each replay image
+    replay_label_g: float = 0.5        # share of replay clicks at the labels' granularity (the rest: any g)
     anchor_weight: float = 1e-2        # L2 of the weight change
     loss_side: int = 256               # the loss is computed with the longer side at most this
     precision: str = "auto"
@@ -75,6 +86,8 @@ class FinetuneSettings:
     def check(self) -> None:
         if self.trainable not in ("lora", "decoder"):
             raise ValueError(f"trainable={self.trainable!r}: use 'lora' (UnSAMv2's recipe) or 'decoder'")
+        if self.encoder not in ENCODER_CHOICES:
+            raise ValueError(f"encoder={self.encoder!r}: use one of {ENCODER_CHOICES}")
         if self.augment not in (1, 2, 4, 8):
             raise ValueError(f"augment={self.augment}: use 1, 2, 4 or 8 flips/rotations per image")
         if self.steps < 1:
@@ -89,7 +102,9 @@ class _Variant:
     """One flip/rotation of one training image: its features and its labels at loss resolution."""
 
     image: int
-    features: dict
+    features: dict             # the base model's features (the teacher's; the student's too when frozen)
+    inputs: torch.Tensor | None  # the model input, kept when the encoder trains (features change each step)
+    click_weights: torch.Tensor | None  # (h, w) where the keep term clicks (None: uniform)
     labels: torch.Tensor       # (h, w) int32
     objects: list[int]         # trained label ids present
     size: tuple[int, int]      # (h, w) of the loss resolution
@@ -108,6 +123,7 @@ class Finetuner:
         settings.check()
         self.base, self.settings, self.granularity = base, settings, float(granularity)
         self.device = base.device
+        self.encoder_choice = resolve_encoder_choice(settings.encoder, base.module, base.device)
         self.variants = self._encode(images, labels, train_objects)
         self.replay = self._encode_replay(keep_images or [])
         self.model = self._trainable_copy(base.module)
@@ -130,14 +146,12 @@ class Finetuner:
             for k in range(self.settings.augment):
                 img = dihedral(images[i], k if self.settings.augment > 1 else 0)
                 lab = dihedral(labels[i], k if self.settings.augment > 1 else 0)
-                with pred.lock:
-                    pred.set_image(img)
-                    feats = {"image_embed": pred._features["image_embed"],
-                             "high_res_feats": list(pred._features["high_res_feats"])}
+                feats, inputs = self._base_features(pred, img)
                 small = target_labels(lab, self.settings.loss_side)
                 present = [int(x) for x in ids if bool((small.labels == x).any())]
                 if present:
-                    variants.append(_Variant(i, feats, small.labels.to(self.device), present,
+                    variants.append(_Variant(i, feats, inputs, self._click_weights(img, small.labels.shape),
+                                             small.labels.to(self.device), present,
                                              tuple(small.labels.shape)))
         if not variants:
             raise ValueError("no trained object is large enough to be seen at the loss resolution")
@@ -149,14 +163,41 @@ class Finetuner:
 
         pred = GranularityPredictor(self.base, precision=self.settings.precision, cache_size=1)
         out = []
-        for i, img in enumerate(images):
-            with pred.lock:
-                pred.set_image(img)
-                feats = {"image_embed": pred._features["image_embed"],
-                         "high_res_feats": list(pred._features["high_res_feats"])}
+        flips = [dihedral(img, k) for img in images for k in range(min(self.settings.replay_augment,
+                                                                         self.settings.augment))]
+        for i, img in enumerate(flips):
+            feats, inputs = self._base_features(pred, img)
             size = target_labels(np.zeros(img.shape[:2], np.int32), self.settings.loss_side).labels.shape
-            out.append(_Variant(-1 - i, feats, torch.zeros(size, dtype=torch.int32), [], tuple(size)))
+            out.append(_Variant(-1 - i, feats, inputs, self._click_weights(img, size),
+                                torch.zeros(size, dtype=torch.int32), [], tuple(size)))
         return out
+
+    def _click_weights(self, image: np.ndarray, size) -> torch.Tensor | None:
+        """Where the keep term clicks on ``image``: "foreground" favours pixels that stand out from the image's
+        typical grey value (objects, in bright-on-dark and dark-on-bright images alike), where people click and
+        what the base model must keep segmenting; "uniform" clicks anywhere."""
+        if self.settings.keep_clicks == "uniform":
+            return None
+        return torch.from_numpy(foreground_weights(image, tuple(size)))
+
+    def _base_features(self, pred, image: np.ndarray) -> tuple[dict, torch.Tensor | None]:
+        """The base model's features of ``image`` through the predictor's own path (scaling, precision), and
+        the model input itself when the encoder trains (the student then encodes it on every step)."""
+        with pred.lock:
+            pred.set_image(image)
+            feats = {"image_embed": pred._features["image_embed"],
+                     "high_res_feats": list(pred._features["high_res_feats"])}
+            inputs = pred._model_input(image) if self.encoder_choice != "frozen" else None
+        return feats, inputs
+
+    def _student_features(self, v: _Variant) -> dict:
+        """What the trained model's decoder reads for ``v``: the cached base features while the encoder is
+        frozen, else the trained encoder's features of the same input (with gradient)."""
+        if v.inputs is None:
+            return v.features
+        from ..engine.features import image_features
+
+        return image_features(self.model, v.inputs, self.settings.precision)
 
     def _trainable_copy(self, module: torch.nn.Module) -> torch.nn.Module:
         model = copy.deepcopy(module)
@@ -166,8 +207,9 @@ class Finetuner:
         model.to(self.device)
         choose = is_upstream_trainable if self.settings.trainable == "lora" else (
             lambda n: is_upstream_trainable(n) or is_decoder_param(n))
+        encoder = encoder_param_filter(model, self.encoder_choice)
         for name, p in model.named_parameters():
-            p.requires_grad_(bool(choose(name)))
+            p.requires_grad_(bool(choose(name) or encoder(name)))
         return model
 
     # ------------------------------------------------------------------ one step
@@ -188,7 +230,7 @@ class Finetuner:
         h, w = size
         return xy * torch.tensor([s / w, s / h], device=xy.device)
 
-    def _supervised(self, v: _Variant) -> dict[str, torch.Tensor]:
+    def _supervised(self, v: _Variant, feats: dict) -> dict[str, torch.Tensor]:
         st = self.settings
         ids = v.objects if len(v.objects) <= st.objects_per_step else list(
             self.rng.choice(v.objects, st.objects_per_step, replace=False))
@@ -199,7 +241,7 @@ class Finetuner:
         n_corr = int(self.rng.integers(0, st.corrections + 1))
         mask_input, terms = None, []
         for it in range(1 + n_corr):
-            low, iou, obj = self._decode(self.model, v.features, self._to_input(coords, v.size).to(self.device),
+            low, iou, obj = self._decode(self.model, feats, self._to_input(coords, v.size).to(self.device),
                                          labels.to(self.device), mask_input, g.to(self.device))
             logits = F.interpolate(low.float(), size=v.size, mode="bilinear", align_corners=False)[:, 0]
             terms.append(unsamv2_loss(logits, iou, obj, target.to(logits.device), st.loss))
@@ -209,25 +251,31 @@ class Finetuner:
                 mask_input = low.detach().float()
         return {k: torch.stack([t[k] for t in terms]).mean() for k in ("loss", "iou")}
 
-    def _keep(self, v: _Variant) -> torch.Tensor:
+    def _keep(self, v: _Variant, feats: dict) -> torch.Tensor:
         """Match the base model's masks (as soft targets) for random clicks: on a training image at
         granularities away from the labels', on a replay image (``keep_images``) at any granularity."""
         st = self.settings
         n = st.objects_per_step
         gap = st.keep_gap if v.image >= 0 else 0.0
         h, w = v.size
-        xy = torch.rand(n, 2, generator=self.generator) * torch.tensor([w - 1, h - 1])
+        if v.click_weights is not None:
+            xy, _ = sample_in_masks(v.click_weights[None].expand(n, -1, -1), self.generator)
+        else:
+            xy = torch.rand(n, 2, generator=self.generator) * torch.tensor([w - 1, h - 1])
         low_end, high_start = max(0.1, self.granularity - gap), min(1.0, self.granularity + gap)
         if gap == 0.0:
             low_end, high_start = 1.0, 1.0  # one interval: [0.1, 1]
         below, above = low_end - 0.1, 1.0 - high_start  # lengths of [0.1, g - gap] and [g + gap, 1]
         u = torch.rand(n, generator=self.generator) * max(below + above, 1e-6)
         g = torch.where(u < below, 0.1 + u, high_start + (u - below)).clamp(0.1, 1.0)
+        if v.image < 0:  # replay: the labels' granularity is where training moves the model most
+            at_label = torch.rand(n, generator=self.generator) < st.replay_label_g
+            g = torch.where(at_label, torch.full_like(g, self.granularity), g)
         coords = self._to_input(xy[:, None, :], v.size).to(self.device)
         labels = torch.ones(n, 1, dtype=torch.int32, device=self.device)
         with torch.no_grad():
             teacher, _, _ = self._decode(self.base.module, v.features, coords, labels, None, g.to(self.device))
-        student, _, _ = self._decode(self.model, v.features, coords, labels, None, g.to(self.device))
+        student, _, _ = self._decode(self.model, feats, coords, labels, None, g.to(self.device))
         target = torch.sigmoid(teacher.float())[:, 0]
         student = student.float()[:, 0]
         return F.binary_cross_entropy_with_logits(student, target) + dice_loss(student, target).mean()
@@ -245,14 +293,17 @@ class Finetuner:
         v = self.variants[int(self.rng.integers(len(self.variants)))]
         self.model.sam_prompt_encoder.train()
         self.model.sam_mask_decoder.train()
+        feats = self._student_features(v)
         with precision_context(self.device, st.precision):
-            out = self._supervised(v)
+            out = self._supervised(v, feats)
             loss = out["loss"]
             keep = torch.zeros((), device=self.device)
+            if st.keep_weight > 0 and st.keep_on_training:
+                keep = self._keep(v, feats)
             if st.keep_weight > 0:
-                keep = self._keep(v)
-                if self.replay:  # and on an image of what it knew, at any granularity
-                    keep = keep + self._keep(self.replay[int(self.rng.integers(len(self.replay)))])
+                for _ in range(st.replay_per_step if self.replay else 0):  # images of what it knew, any g
+                    r = self.replay[int(self.rng.integers(len(self.replay)))]
+                    keep = keep + self._keep(r, self._student_features(r))
         anchor = self._anchor() if st.anchor_weight > 0 else torch.zeros((), device=self.device)
         total = loss + st.keep_weight * keep + st.anchor_weight * anchor
         optimizer.zero_grad(set_to_none=True)
@@ -264,7 +315,10 @@ class Finetuner:
 
     def fit(self, progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> list[dict]:
         st = self.settings
-        optimizer = torch.optim.AdamW(list(self.params.values()), lr=st.lr, weight_decay=0.0)
+        encoder = [p for n, p in self.params.items() if n.startswith("image_encoder.")]
+        heads = [p for n, p in self.params.items() if not n.startswith("image_encoder.")]
+        groups = [{"params": heads, "lr": st.lr}] + ([{"params": encoder, "lr": st.encoder_lr}] if encoder else [])
+        optimizer = torch.optim.AdamW(groups, weight_decay=0.0)
         warm = max(1, st.steps // 20)
         schedule = torch.optim.lr_scheduler.LambdaLR(
             optimizer, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, s / st.steps)))))

@@ -1,0 +1,71 @@
+"""The recipe's choices, checked on what they do: which encoder weights train (and that frozen ones stay
+bit-identical), what "auto" picks for a small and a released-size encoder, and that the fine-tune keeps what the
+demo model knew (its own nested cells, whole cells at g = 1.0) while it learns the new domain."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import napari_granseg as gs
+from napari_granseg.finetuning.params import SMALL_ENCODER_PARAMS, encoder_param_filter, resolve_encoder_choice
+from napari_granseg.finetuning.score import click_iou
+from napari_granseg.finetuning.trainer import FinetuneSettings
+
+
+class _BigEncoderModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.image_encoder = torch.nn.Linear(2400, 2400)  # 5.8 M parameters, more than a demo-size encoder
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", "frozen"), ("cuda", "last_stage"), ("mps", "frozen")])
+def test_auto_keeps_a_released_size_encoder_frozen_off_gpu(device, expected):
+    model = _BigEncoderModel()
+    assert sum(p.numel() for p in model.image_encoder.parameters()) > SMALL_ENCODER_PARAMS
+    assert resolve_encoder_choice("auto", model, torch.device(device)) == expected
+    assert resolve_encoder_choice("all", model, torch.device(device)) == "all"
+
+
+def test_auto_trains_a_small_encoder_whole(demo_model):
+    assert resolve_encoder_choice("auto", demo_model.module, torch.device("cpu")) == "all"
+
+
+def test_last_stage_is_the_trunks_last_blocks_and_the_neck(demo_model):
+    trunk = demo_model.module.image_encoder.trunk
+    ends = list(trunk.stage_ends)
+    chosen = encoder_param_filter(demo_model.module, "last_stage")
+    names = [n for n, _ in demo_model.module.named_parameters() if chosen(n)]
+    blocks = {int(n.split(".")[3]) for n in names if n.startswith("image_encoder.trunk.blocks.")}
+    assert blocks == set(range(ends[-2] + 1, ends[-1] + 1))
+    assert any(n.startswith("image_encoder.neck.") for n in names)
+    assert not any(n.startswith(("sam_", "image_encoder.trunk.patch_embed")) for n in names)
+
+
+@pytest.mark.parametrize("encoder", ["frozen", "last_stage"])
+def test_only_the_chosen_encoder_weights_change(demo_model, blob_data, encoder):
+    (images, labels), _ = blob_data
+    model = gs.finetune(images[:2], labels[:2], model=demo_model, steps=3,
+                        settings=FinetuneSettings(encoder=encoder, augment=1))
+    assert model.info["finetune"]["encoder_trained"] == encoder
+    chosen = encoder_param_filter(demo_model.module, encoder)
+    base = demo_model.module.state_dict()
+    changed = {k for k, v in model.module.state_dict().items()
+               if k.startswith("image_encoder.") and not torch.equal(v, base[k])}
+    assert changed and all(chosen(k) for k in changed) if encoder != "frozen" else not changed
+
+
+def _objects(labels):
+    return [(i, int(k)) for i, lab in enumerate(labels) for k in np.unique(lab[lab > 0])]
+
+
+def test_the_finetune_keeps_the_demos_own_domain(finetuned, demo_model):
+    """Nested cells (the demo's training domain), whole cells at g = 1.0, the granularity the fine-tune's labels
+    stand for: the replay of the base model's own answers holds them."""
+    from napari_granseg.synthetic import nested_cells_scene
+
+    scenes = [nested_cells_scene(size=128, n_cells=3, seed=s) for s in (310, 311)]
+    images, labels = [s.image for s in scenes], [s.labels(2) for s in scenes]
+    before = click_iou(demo_model, images, labels, _objects(labels), 1.0)
+    after = click_iou(finetuned[0], images, labels, _objects(labels), 1.0)
+    assert before > 0.9 and after >= before - 0.1, (before, after)
