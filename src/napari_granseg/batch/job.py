@@ -129,6 +129,11 @@ class Job:
         return options
 
     @property
+    def prompts_base(self) -> Path | None:
+        """The folder image names in the prompt file are relative to (None: a mapping given in Python)."""
+        return Path(self.prompts).parent if isinstance(self.prompts, (str, os.PathLike)) else None
+
+    @property
     def has_channel_choice(self) -> bool:
         return self.channels is not None or self.channel_axis is not None
 
