@@ -86,6 +86,8 @@ def _add_run_args(ap: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .engine.tiling import SCALES
+
     ap = argparse.ArgumentParser(prog="granseg", description="Batch segmentation with napari-granseg (UnSAMv2 "
                                  "granularity, SANSA few-shot) on folders, stacks and clusters.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -98,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--prompts", default=None, help="CSV/JSON prompt file: image,row,col[,granularity,object,label,slice]")
     seg.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                      help="whole-image engine setting, e.g. --set points_per_side=16 (repeatable)")
-    seg.add_argument("--scale", default="auto", choices=("auto", "tile", "downscale"),
+    seg.add_argument("--scale", default="auto", choices=SCALES,
                      help="images larger than the model's input: tile (own pixel scale, small objects), "
                           "downscale (the whole image in one input, large objects), auto (default: tile when "
                           "the model would shrink the image more than 2x); see docs/large_images.md")
@@ -139,13 +141,16 @@ def _granularity_arg(text: str) -> float:
             f"{text!r} holds {len(parts)} values: a run writes one label image per input at one granularity; "
             f"run once per value (each with its own --out), or use gs.segment_everything(image, "
             f"granularity=[...]) in Python for the parts-to-wholes hierarchy")
+    from .engine.prompts import one_granularity
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number: give one in [0.1, 1]") from None
-    if not 0.1 <= value <= 1.0:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"{text!r} is outside [0.1, 1] (0.1 = finest parts, 1 = whole objects)")
-    return value
+    try:  # the engines' rule (gs.segment, the batch jobs and the widgets check the same)
+        return one_granularity(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parse_settings(pairs: Sequence[str]) -> dict:

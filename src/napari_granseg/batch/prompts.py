@@ -14,6 +14,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..engine.prompts import one_granularity
+
 __all__ = ["Prompt", "PromptFileError", "PromptTable", "read_prompts", "match_prompts", "check_prompt_images",
            "objects_as_clicks"]
 
@@ -87,8 +89,11 @@ def _prompt_from_record(rec: Mapping[str, Any], where: str, image: str | None = 
         raise PromptFileError(f"{where}: {key} {value!r} is not a {'number' if key in ('row', 'col', 'granularity') else 'whole number'}")
 
     g = num("granularity", float)
-    if g is not None and not 0.1 <= g <= 1.0:
-        raise PromptFileError(f"{where}: granularity {g} is outside [0.1, 1]")
+    if g is not None:
+        try:  # the engines' rule (gs.segment checks the same)
+            g = one_granularity(g)
+        except ValueError as err:
+            raise PromptFileError(f"{where}: {err}") from None
     label = num("label", int)
     if label not in (None, 0, 1):
         raise PromptFileError(f"{where}: label {label} must be 1 (positive) or 0 (negative)")

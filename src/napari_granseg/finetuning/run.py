@@ -14,14 +14,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.prompts import one_granularity
 from ..models.loaded import LoadedModel
-from ..models.unsamv2 import check_granularity, unsamv2_state_dict
+from ..models.unsamv2 import unsamv2_state_dict
 from .checkpoint import check_out_path, state_to_model, write_finetuned
 from .data import check_inputs, split_objects
 from .score import click_iou
 from .trainer import CancelFn, Finetuner, FinetuneSettings, ProgressFn
 
-__all__ = ["finetune", "default_steps", "demo_replay"]
+__all__ = ["finetune", "default_steps", "demo_replay", "check_steps"]
+
+
+def check_steps(steps) -> int | None:
+    """Training steps: a whole number of at least 1, or None (from the number of objects); never a silent
+    ``int()`` of a fraction or a word."""
+    if steps is None:
+        return None
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps={steps!r}: give a whole number of training steps (at least 1, e.g. 300), or "
+                         f"None to choose it from the number of objects")
+    return int(steps)
 
 
 def default_steps(n_objects: int) -> int:
@@ -69,7 +81,9 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     training scenes; otherwise none). The result's ``info["finetune"]`` holds the before/after click IoU on the
     held-back objects (never trained on) at the default precision.
     """
-    check_granularity([granularity])
+    granularity = one_granularity(granularity, lists="fine-tuning takes what your labels stand for (1.0 whole "
+                                                    "objects, lower for parts)")
+    steps = check_steps(steps)
     imgs, labs = check_inputs(images, labels)
     if out is not None:
         check_out_path(out)
