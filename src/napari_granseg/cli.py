@@ -245,6 +245,10 @@ def _run(args) -> int:
             return _fail(f"--zarr names one output store, but {len(stacks)} stack inputs were given "
                          f"(use --stack --out DIR for several)")
         files = expand_inputs(images, recursive=args.recursive) if images else []  # missing inputs fail now
+        if images and not files:
+            from .batch.inputs import no_images_error
+
+            raise no_images_error(images, args.recursive)
         if images and not job.has_channel_choice:
             _check_channels(images, args.recursive)
         if job.mode == "prompts":  # a row naming an image that is not an input fails now, with its line

@@ -126,7 +126,8 @@ def one_granularity(granularity, name: str = "granularity", lists: str = "") -> 
     if isinstance(granularity, (list, tuple)) or getattr(granularity, "ndim", 0):
         raise PromptError(f"{name}={granularity!r}: give one number in [0.1, 1] (0.1 = finest parts, 1.0 = whole "
                           f"objects)" + (f"; {lists}" if lists else ""))
-    return float(as_granularities(granularity, name=name)[0])
+    as_granularities(granularity, name=name)
+    return float(granularity)  # the value given (not its float32 copy): 0.3 stays 0.3 in records and fingerprints
 
 
 def sample_polyline(vertices: np.ndarray, n: int, closed: bool = False) -> np.ndarray:
