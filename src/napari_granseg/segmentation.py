@@ -40,8 +40,8 @@ def get_model(model: LoadedModel | str | None = None, kind: str = "unsamv2", dev
         spec = ZOO[str(model)]  # the zoo knows each name's kind: a model of the other task is refused by name
         raise ValueError(f"model {spec.name!r} is of kind {spec.kind!r}: " + (
             "few-shot needs a SANSA model (e.g. 'sansa-universal', or 'sansa-demo')" if kind == "sansa" else
-            "clicks, segment everything and fine-tuning need an UnSAMv2 or SAM 2 model (e.g. 'unsamv2-plus', or "
-            "'unsamv2-demo'); SANSA models are for few-shot"))
+            "clicks and segment everything need an UnSAMv2 or SAM 2 model (e.g. 'unsamv2-plus', or 'unsamv2-demo'); "
+            "SANSA models are for few-shot"))
     return cached_model(ModelRef(None if model is None else str(model), None if named else kind, None, device))
 
 

@@ -54,11 +54,18 @@ def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:
 
 def _base_model(model, device) -> LoadedModel:
     from ..api import get_model
+    from ..zoo import ZOO
 
+    def refuse(name: str, kind: str) -> ValueError:
+        return ValueError(f"{name} is a {kind} model: fine-tuning needs an UnSAMv2 model (the default, "
+                          f"'unsamv2-plus', or a file loaded with kind='unsamv2')")
+
+    spec = ZOO.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.kind != "unsamv2":  # a zoo name says its kind: refused before loading
+        raise refuse(spec.name, spec.kind)
     loaded = get_model(model, device=device)
     if loaded.kind != "unsamv2":
-        raise ValueError(f"{loaded.name} is a {loaded.kind} model: fine-tuning needs an UnSAMv2 model (the "
-                         f"default, 'unsamv2-plus', or a file loaded with kind='unsamv2')")
+        raise refuse(loaded.name, loaded.kind)
     if str(device) != "auto" and loaded.device != torch.device(device):
         loaded = replace(loaded, module=loaded.module.to(device), device=torch.device(device))
     return loaded
