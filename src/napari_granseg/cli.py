@@ -86,6 +86,8 @@ def _add_run_args(ap: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from .engine.tiling import SCALES
+
     ap = argparse.ArgumentParser(prog="granseg", description="Batch segmentation with napari-granseg (UnSAMv2 "
                                  "granularity, SANSA few-shot) on folders, stacks and clusters.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -98,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     seg.add_argument("--prompts", default=None, help="CSV/JSON prompt file: image,row,col[,granularity,object,label,slice]")
     seg.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                      help="whole-image engine setting, e.g. --set points_per_side=16 (repeatable)")
-    seg.add_argument("--scale", default="auto", choices=("auto", "tile", "downscale"),
+    seg.add_argument("--scale", default="auto", choices=SCALES,
                      help="images larger than the model's input: tile (own pixel scale, small objects), "
                           "downscale (the whole image in one input, large objects), auto (default: tile when "
                           "the model would shrink the image more than 2x); see docs/large_images.md")
@@ -139,13 +141,16 @@ def _granularity_arg(text: str) -> float:
             f"{text!r} holds {len(parts)} values: a run writes one label image per input at one granularity; "
             f"run once per value (each with its own --out), or use gs.segment_everything(image, "
             f"granularity=[...]) in Python for the parts-to-wholes hierarchy")
+    from .engine.prompts import one_granularity
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number: give one in [0.1, 1]") from None
-    if not 0.1 <= value <= 1.0:  # NaN fails this too
-        raise argparse.ArgumentTypeError(f"{text!r} is outside [0.1, 1] (0.1 = finest parts, 1 = whole objects)")
-    return value
+    try:  # the engines' rule (gs.segment, the batch jobs and the widgets check the same)
+        return one_granularity(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _parse_settings(pairs: Sequence[str]) -> dict:
@@ -204,8 +209,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    per_input: dict = {}  # prompts mode: each input's prompts, matched before any work
     from .batch import (Job, ModelRef, OutputNotWritableError, PromptFileError, expand_inputs, read_prompts,
                         run_folder, run_stack)
+    from .batch.prompts import check_prompt_images
     from .zoo import ModelDownloadError
 
     try:
@@ -237,10 +244,15 @@ def _run(args) -> int:
         if args.zarr and len(stacks) != 1:
             return _fail(f"--zarr names one output store, but {len(stacks)} stack inputs were given "
                          f"(use --stack --out DIR for several)")
-        if images:
-            expand_inputs(images, recursive=args.recursive)  # fail early on missing inputs
-            if not job.has_channel_choice:
-                _check_channels(images, args.recursive)
+        files = expand_inputs(images, recursive=args.recursive) if images else []  # missing inputs fail now
+        if images and not files:
+            from .batch.inputs import no_images_error
+
+            raise no_images_error(images, args.recursive)
+        if images and not job.has_channel_choice:
+            _check_channels(images, args.recursive)
+        if job.mode == "prompts":  # a row naming an image that is not an input fails now, with its line
+            per_input = check_prompt_images(read_prompts(job.prompts), files + stacks, job.prompts_base)
     except PromptFileError as err:
         return _fail(f"{err} (prompt file format: docs/batch.md, 'Prompt files')")
     except (ValueError, FileNotFoundError) as err:
@@ -257,11 +269,13 @@ def _run(args) -> int:
             client, _ = make_client(args.workers, args.scheduler)
             run_kw.update(client=client, workers=None, scheduler=None)
         if images:
-            rep = run_folder(images, args.out, job, recursive=args.recursive, **run_kw)
+            rep = run_folder(images, args.out, _own_prompts(job, per_input, files, others=stacks),
+                             recursive=args.recursive, **run_kw)
             reports.append(("images", rep))
         for stack in stacks:
             out = Path(args.zarr) if args.zarr else _stack_output(stack, args.out)
-            rep = run_stack(stack, out, job, **run_kw)
+            rep = run_stack(stack, out, _own_prompts(job, per_input, [stack],
+                                                        others=[s for s in stacks if s != stack] + files), **run_kw)
             reports.append((f"{stack} -> {out}", rep))
     except OutputNotWritableError as err:
         _print_reports(reports)
@@ -316,6 +330,16 @@ def _check_whole_engine() -> None:
     except ImportError as err:
         raise ValueError("whole-image segmentation (segment everything) is not available in this installation "
                          f"({err}); use --prompts FILE") from err
+
+
+def _own_prompts(job, per_input: dict, mine: Sequence[Path], others: Sequence[Path]):
+    """``job`` for one run of several (images, then each stack): only the prompts of ``mine``, so no run
+    refuses the rows meant for another (all rows were matched to an input before the first run)."""
+    if job.mode != "prompts" or not others:
+        return job
+    import dataclasses
+
+    return dataclasses.replace(job, prompts={str(Path(p).resolve()): per_input[p] for p in mine if p in per_input})
 
 
 def _split_inputs(inputs: Sequence[str], args) -> tuple[list[Path], list[str]]:

@@ -9,18 +9,12 @@ import os
 
 import torch
 
+from .precisions import PRECISIONS, check_precision
+
 __all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "check_precision",
            "autocast_dtype", "precision_context"]
 
-#: The one precision setting of every engine, the CLI (``--precision``) and the widgets.
-#: "fp32": no autocast anywhere: computes what the official code computes (float32 throughout).
-#: "bf16": autocast to bfloat16 for every model call (image encoder, memory path, decoder) where the device
-#:     allows it.
-#: "auto": the image encoder in bf16 where bf16 is native (CUDA with bf16, CPUs with AVX512-BF16/AMX), every
-#:     other stage in float32. Why: the encoder is nearly all of the time and bf16 halves it; the prompt
-#:     encoder, mask decoder and memory path cost little and decide where the mask border falls, so keeping
-#:     them in float32 keeps the masks close to fp32's at almost bf16's speed (docs/precision.md).
-PRECISIONS = ("auto", "fp32", "bf16")
+#: PRECISIONS and check_precision: :mod:`napari_granseg.precisions` (torch-free, so the widgets share the rule)
 #: The parts of a model call the policy tells apart: "encoder" (the image encoder) and "heads" (prompt
 #: encoder, mask decoder, memory encoder and memory attention).
 STAGES = ("encoder", "heads")
@@ -62,14 +56,6 @@ def bf16_supported_on_cpu() -> bool:
         return "avx512_bf16" in flags or "amx_bf16" in flags
     except OSError:
         return False
-
-
-def check_precision(precision: str) -> str:
-    """Return ``precision`` if it is one of :data:`PRECISIONS`, else raise a ValueError saying what to pass."""
-    if not isinstance(precision, str) or precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} is not one of {PRECISIONS}: 'fp32' reproduces the official "
-                         f"code exactly, 'bf16' is faster on GPUs, 'auto' picks bf16 only where it is faster.")
-    return precision
 
 
 def autocast_dtype(device: torch.device | str, precision: str = "auto", stage: str = "encoder") -> torch.dtype | None:

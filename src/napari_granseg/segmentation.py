@@ -36,6 +36,12 @@ def get_model(model: LoadedModel | str | None = None, kind: str = "unsamv2", dev
     from .zoo import ZOO
 
     named = model is None or str(model) in ZOO
+    if model is not None and named and (ZOO[str(model)].kind == "sansa") != (kind == "sansa"):
+        spec = ZOO[str(model)]  # the zoo knows each name's kind: a model of the other task is refused by name
+        raise ValueError(f"model {spec.name!r} is of kind {spec.kind!r}: " + (
+            "few-shot needs a SANSA model (e.g. 'sansa-universal', or 'sansa-demo')" if kind == "sansa" else
+            "clicks and segment everything need an UnSAMv2 or SAM 2 model (e.g. 'unsamv2-plus', or 'unsamv2-demo'); "
+            "SANSA models are for few-shot"))
     return cached_model(ModelRef(None if model is None else str(model), None if named else kind, None, device))
 
 

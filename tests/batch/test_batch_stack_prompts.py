@@ -116,7 +116,7 @@ def test_csv_and_json_prompt_files_read_the_same(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("image,row,col\na.tif,1,x\n", "line 2: col 'x' is not a number"),
     ("image,row,col\na.tif,1,2\n\na.tif,1\n", "line 4: 2 values for 3 columns"),
-    ("image,row,col,granularity\na.tif,1,2,3\n", "line 2: granularity 3.0 is outside"),
+    ("image,row,col,granularity\na.tif,1,2,3\n", r"line 2: granularity \[3.0\] is outside \[0.1, 1\]"),
     ("a.tif,1,2\n", "line 1: expected a header"),
     ("image,row,col,label\na.tif,1,2,5\n", "line 2: label 5 must be 1"),
     ('[{"image": "a.tif", "row": 1,\n "col": }]', "line 2: invalid JSON"),

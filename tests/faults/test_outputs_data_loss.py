@@ -86,8 +86,8 @@ def test_zarr_overwrite_never_deletes_what_granseg_did_not_write(tmp_path, capsy
 def test_our_store_is_replaced_only_with_overwrite_and_only_when_it_holds_nothing_else(tmp_path):
     stack = small_stack(tmp_path / "stack.tif")
     out = tmp_path / "out.zarr"
-    # prompts for another image only: every slice is skipped, so no model is needed to create the store
-    job = Job(mode="prompts", prompts={"other.tif": [(1, 1)]}, model=ModelRef("none.pt", kind="unsamv2"))
+    # no prompts at all: every slice is skipped, so no model is needed to create the store
+    job = Job(mode="prompts", prompts={}, model=ModelRef("none.pt", kind="unsamv2"))
     run_stack(stack, out, job, progress=False)
     assert zarr.open_group(str(out), mode="r").attrs["granseg"]["store"] == "labels"
     other = Job(mode="prompts", prompts=job.prompts, granularity=0.9, model=job.model)

@@ -31,9 +31,9 @@ def test_the_plugin_changes_nothing_process_wide_and_asks_for_the_launcher_on_so
             "from napari_granseg.widgets._common import import_engines, software_opengl_hazard\n"
             "assert not software_opengl_hazard()  # no OpenGL in this process: nothing to fear\n"
             "import_engines('napari_granseg.engine.automatic')\n"
-            "from napari_granseg.widgets._compute import make_predictor\n"
+            "from napari_granseg.widgets.interactive.model import build_now\n"
             "import napari_granseg as gs\n"
-            "make_predictor(gs.load_model('unsamv2-demo', device='cpu'))\n"
+            "build_now(gs.load_model('unsamv2-demo', device='cpu'), 'auto', 1)  # the interactive widget's build\n"
             "assert gc.isenabled() and gc.get_freeze_count() == 0\n"
             "assert warnings.filters == filters, 'warnings filters changed'\n"
             "print(sys.modules.get('triton', 'absent') is not None)")

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..devices import PRECISIONS
+from ..engine.prompts import one_granularity
+from ..precisions import check_precision
+from ..engine.tiling import SCALES, check_scale, check_tile
 from ..model_store import ModelRef
 from .inputs import expand_inputs, file_stamp
 
@@ -22,7 +24,6 @@ __all__ = ["MODES", "SCALES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint"
 MODES = ("whole", "prompts", "fewshot")
 #: Bumped when the meaning of a fingerprint changes, so older outputs are recomputed instead of trusted.
 FORMAT_VERSION = 3
-SCALES = ("auto", "tile", "downscale")
 
 
 @dataclass
@@ -65,17 +66,16 @@ class Job:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {MODES}")
-        if not 0.1 <= float(self.granularity) <= 1.0:
-            raise ValueError(f"granularity {self.granularity} is outside [0.1, 1] (0.1 = small parts, 1 = whole objects)")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r} is not one of {PRECISIONS}: 'fp32' reproduces the "
-                             f"official models exactly, 'auto' takes the fast path where it is measured faster "
-                             f"(CLI: --precision fp32)")
-        if self.scale not in SCALES:
-            raise ValueError(f"scale={self.scale!r} is not one of {SCALES} (CLI: --scale tile)")
-        if self.tile is not None and (isinstance(self.tile, bool) or int(self.tile) < 16):
-            raise ValueError(f"tile={self.tile!r}: give the tile size in pixels (e.g. 1024), or None for the "
-                             f"model's input size (CLI: --tile 1024)")
+        self.granularity = one_granularity(self.granularity, lists="a run writes one label image per input (CLI: "
+                                           "run once per value; Python: gs.segment_everything(granularity=[...]))")
+        try:  # the engines' rules, before any image is read
+            check_precision(self.precision)
+        except ValueError as err:
+            raise ValueError(f"{err} (CLI: --precision fp32)") from None
+        try:  # the engines' rule (gs.segment, the widgets): one check, here before any image is read
+            self.scale, self.tile = check_scale(self.scale), check_tile(self.tile)
+        except ValueError as err:
+            raise ValueError(f"{err} (CLI: --scale tile --tile 1024)") from None
         if isinstance(self.channels, (list, tuple)):
             self.channels = tuple(int(c) for c in self.channels)
             if not 1 <= len(self.channels) <= 3:
@@ -127,6 +127,11 @@ class Job:
         if self.channel_axis is not None:
             options["channel_axis"] = self.channel_axis
         return options
+
+    @property
+    def prompts_base(self) -> Path | None:
+        """The folder image names in the prompt file are relative to (None: a mapping given in Python)."""
+        return Path(self.prompts).parent if isinstance(self.prompts, (str, os.PathLike)) else None
 
     @property
     def has_channel_choice(self) -> bool:

@@ -14,7 +14,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Prompt", "PromptFileError", "read_prompts", "match_prompts", "objects_as_clicks"]
+from ..engine.prompts import one_granularity
+
+__all__ = ["Prompt", "PromptFileError", "PromptTable", "read_prompts", "match_prompts", "check_prompt_images",
+           "objects_as_clicks"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,19 @@ class Prompt:
 
 class PromptFileError(ValueError):
     """A prompt file that cannot be used; the message names the file and line."""
+
+
+class PromptTable(dict):
+    """``{image name: [Prompt, ...]}`` as read from a prompt file; ``where[name]``: the file and line (or
+    record) where the name first appears, so a later problem with that image names the line to fix."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.where: dict[str, str] = {}
+
+    def add(self, image: str, prompt: Prompt, where: str) -> None:
+        self.setdefault(image, []).append(prompt)
+        self.where.setdefault(image, where)
 
 
 _ALIASES = {"image": "image", "file": "image", "filename": "image", "path": "image",
@@ -73,8 +89,11 @@ def _prompt_from_record(rec: Mapping[str, Any], where: str, image: str | None = 
         raise PromptFileError(f"{where}: {key} {value!r} is not a {'number' if key in ('row', 'col', 'granularity') else 'whole number'}")
 
     g = num("granularity", float)
-    if g is not None and not 0.1 <= g <= 1.0:
-        raise PromptFileError(f"{where}: granularity {g} is outside [0.1, 1]")
+    if g is not None:
+        try:  # the engines' rule (gs.segment checks the same)
+            g = one_granularity(g)
+        except ValueError as err:
+            raise PromptFileError(f"{where}: {err}") from None
     label = num("label", int)
     if label not in (None, 0, 1):
         raise PromptFileError(f"{where}: label {label} must be 1 (positive) or 0 (negative)")
@@ -87,8 +106,9 @@ def _prompt_from_record(rec: Mapping[str, Any], where: str, image: str | None = 
                               slice=num("slice", int))
 
 
-def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> dict[str, list[Prompt]]:
-    """Read a prompt file into ``{image name: [Prompt, ...]}``.
+def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> PromptTable:
+    """Read a prompt file into ``{image name: [Prompt, ...]}`` (a :class:`PromptTable`: it also knows each
+    name's line).
 
     CSV (comma separated, header line, ``#`` comments): ``image,row,col[,granularity][,object][,label][,slice]``::
 
@@ -115,7 +135,7 @@ def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> dict[str
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise PromptFileError(f"prompt file {path} cannot be read as text ({err})") from err
-    out: dict[str, list[Prompt]] = {}
+    out = PromptTable()
     if path.suffix.lower() == ".json" or text.lstrip()[:1] in ("[", "{"):
         try:
             data = json.loads(text)
@@ -129,7 +149,7 @@ def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> dict[str
             if not isinstance(rec, Mapping):
                 raise PromptFileError(f"{path} record {i}: expected an object with image,row,col")
             image, prompt = _prompt_from_record(rec, f"{path} record {i}")
-            out.setdefault(image, []).append(prompt)
+            out.add(image, prompt, f"{path} record {i}")
         return out
     lines = [(n, line) for n, line in enumerate(text.splitlines(), start=1)
              if line.strip() and not line.lstrip().startswith("#")]
@@ -145,12 +165,12 @@ def read_prompts(source: str | os.PathLike | Mapping[str, Sequence]) -> dict[str
         if len(values) != len(fields):
             raise PromptFileError(f"{path} line {n}: {len(values)} values for {len(fields)} columns ({line!r})")
         image, prompt = _prompt_from_record(dict(zip(fields, values)), f"{path} line {n}")
-        out.setdefault(image, []).append(prompt)
+        out.add(image, prompt, f"{path} line {n}")
     return out
 
 
-def _prompts_from_mapping(data: Mapping, where: str) -> dict[str, list[Prompt]]:
-    out: dict[str, list[Prompt]] = {}
+def _prompts_from_mapping(data: Mapping, where: str) -> PromptTable:
+    out = PromptTable()
     for image, recs in data.items():
         for i, rec in enumerate(recs):
             w = f"{where} [{image!r}][{i}]"
@@ -164,7 +184,7 @@ def _prompts_from_mapping(data: Mapping, where: str) -> dict[str, list[Prompt]]:
                     raise PromptFileError(f"{w}: expected (row, col[, granularity[, object]])")
                 keys = ("row", "col", "granularity", "object_id")
                 prompt = _prompt_from_record(dict(zip(keys, vals)), w, image=str(image))[1]
-            out.setdefault(str(image), []).append(prompt)
+            out.add(str(image), prompt, w)
     return out
 
 
@@ -196,6 +216,25 @@ def match_prompts(prompts: Mapping[str, list[Prompt]], inputs: Sequence[Path],
     return matched, unmatched
 
 
+def check_prompt_images(prompts: Mapping[str, list[Prompt]], inputs: Sequence[Path],
+                        base: Path | None = None) -> dict[Path, list[Prompt]]:
+    """:func:`match_prompts`, refusing prompts for an image that is not among ``inputs``: such a row is a
+    typo or a forgotten input, and skipping it would finish "successfully" without the objects it asks for.
+
+    Raises :class:`PromptFileError` naming the prompt file, the line and the image name (all of them, so one
+    run shows every line to fix). Called before any image is read.
+    """
+    matched, unmatched = match_prompts(prompts, inputs, base)
+    if unmatched:
+        where = getattr(prompts, "where", {})
+        shown = ", ".join(p.name for p in list(inputs)[:5]) + (", ..." if len(inputs) > 5 else "")
+        lines = [f"{where.get(key, 'prompts')}: image {key!r} is not among the {len(inputs)} input image(s)"
+                 for key in unmatched[:10]]
+        more = f" (and {len(unmatched) - 10} more)" if len(unmatched) > 10 else ""
+        raise PromptFileError("; ".join(lines) + more + f" (inputs: {shown}): fix the image name in the prompt "
+                              f"file (a file name, or a path relative to the prompt file) or add the image to "
+                              f"the inputs; nothing was run")
+    return matched
 
 
 def objects_as_clicks(prompts: Sequence[Prompt], granularity: float

@@ -17,7 +17,7 @@ from .inputs import Item, content_digest, expand_inputs, file_stamp, is_stack_sh
 from .job import Job, fingerprint, jsonable
 from .outputs import (OutputNotWritableError, check_writable, disk_error_line, foreign_output,
                       refusal_message)
-from .prompts import Prompt, PromptFileError, match_prompts, read_prompts
+from .prompts import Prompt, PromptFileError, check_prompt_images, read_prompts
 from .worker import preload, preload_worker, process_item, process_slice
 
 __all__ = ["BatchReport", "run_folder", "run_stack", "make_client", "close_client"]
@@ -171,10 +171,6 @@ def _status(f, out, status: str, index: int | None = None, **extra) -> dict[str,
     return {"input": str(f), "output": str(out), "index": index, "status": status, **extra}
 
 
-def _prompts_base(job: Job) -> Path | None:
-    return Path(job.prompts).parent if isinstance(job.prompts, (str, os.PathLike)) else None
-
-
 def run_folder(inputs: str | os.PathLike | Iterable[str | os.PathLike], out_dir: str | os.PathLike | None,
                job: Job, progress: bool = True, client=None, workers: int | None = None,
                scheduler: str | None = None, model=None, recursive: bool = False,
@@ -188,7 +184,8 @@ def run_folder(inputs: str | os.PathLike | Iterable[str | os.PathLike], out_dir:
     status dict as it finishes (progress hooks; raising there stops the run cleanly).
     Finished outputs of the same job are skipped; failures and refused outputs (a file this tool did not
     write is in the way) are reported, not raised. Raises :class:`OutputNotWritableError` when an output
-    folder cannot be written (before computing anything) or the disk fills up during the run.
+    folder cannot be written (before computing anything) or the disk fills up during the run, and
+    :class:`PromptFileError` (before any image is read) when a prompt names an image not among the inputs.
     """
     t0 = time.perf_counter()
     files = expand_inputs(inputs, recursive=recursive)
@@ -198,10 +195,7 @@ def run_folder(inputs: str | os.PathLike | Iterable[str | os.PathLike], out_dir:
     report = BatchReport()
     per_image: dict[Path, list[Prompt]] = {}
     if job.mode == "prompts":
-        per_image, unmatched = match_prompts(read_prompts(job.prompts), files, _prompts_base(job))
-        if unmatched:
-            report.warnings.append(f"prompts for {len(unmatched)} image(s) that are not among the inputs: "
-                                   f"{unmatched[:10]}")
+        per_image = check_prompt_images(read_prompts(job.prompts), files, job.prompts_base)
     roots = [Path(i).expanduser() for i in ([inputs] if isinstance(inputs, (str, os.PathLike)) else inputs)]
     core = job.core()
     items, outputs = [], {}
@@ -241,7 +235,8 @@ def run_stack(path: str | os.PathLike, out_zarr: str | os.PathLike, job: Job, pr
     Streams: each task reads one slice (dask/zarr chunk) and writes one chunk, so memory holds one slice per
     worker whatever the stack size. All slices share one intensity range (computed once from a strided
     sample of slices). Finished slices (``done`` flag) are skipped on a rerun of the same job. In prompts
-    mode, prompt rows name the stack file and give ``slice``; slices without prompts are skipped.
+    mode, prompt rows name the stack file and give ``slice`` (rows for another image are refused before any
+    work, naming their line); slices without prompts are skipped.
     ``out_zarr`` must be new, empty, or a store this tool wrote: anything else is refused, never deleted.
     """
     t0 = time.perf_counter()
@@ -258,14 +253,12 @@ def run_stack(path: str | os.PathLike, out_zarr: str | os.PathLike, job: Job, pr
     report = BatchReport()
     per_slice: dict[int, list[Prompt]] = {}
     if job.mode == "prompts":
-        matched, unmatched = match_prompts(read_prompts(job.prompts), [path], _prompts_base(job))
+        matched = check_prompt_images(read_prompts(job.prompts), [path], job.prompts_base)
         for p in matched.get(path, []):
             if p.slice is None or not 0 <= p.slice < shape[0]:
                 raise PromptFileError(f"prompt {p} for stack {path.name} needs a slice in [0, {shape[0] - 1}] "
                                       f"(column 'slice' of the prompt file)")
             per_slice.setdefault(p.slice, []).append(p)
-        if unmatched:
-            report.warnings.append(f"prompts for images other than {path.name}: {unmatched[:10]}")
     core = {**job.core(), "source": str(path.resolve()), "source_stamp": file_stamp(path),
             "prompts": fingerprint({}, [p for s in sorted(per_slice) for p in per_slice[s]])}
     check_writable([Path(out_zarr).expanduser().absolute().parent])

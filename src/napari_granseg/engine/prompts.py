@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["PromptError", "as_points", "as_box", "as_granularities", "sample_polyline"]
+__all__ = ["PromptError", "as_points", "as_box", "as_granularities", "one_granularity", "sample_polyline"]
 
 
 class PromptError(ValueError):
@@ -118,6 +118,16 @@ def as_granularities(granularity, n: int | None = None, name: str = "granularity
     if n is not None and values.size == 1:
         values = np.repeat(values, n)
     return values.astype(np.float32)
+
+
+def one_granularity(granularity, name: str = "granularity", lists: str = "") -> float:
+    """ONE granularity in [0.1, 1] by :func:`as_granularities`' rule; a list is refused by name (``lists``:
+    where a list is taken instead, for the message)."""
+    if isinstance(granularity, (list, tuple)) or getattr(granularity, "ndim", 0):
+        raise PromptError(f"{name}={granularity!r}: give one number in [0.1, 1] (0.1 = finest parts, 1.0 = whole "
+                          f"objects)" + (f"; {lists}" if lists else ""))
+    as_granularities(granularity, name=name)
+    return float(granularity)  # the value given (not its float32 copy): 0.3 stays 0.3 in records and fingerprints
 
 
 def sample_polyline(vertices: np.ndarray, n: int, closed: bool = False) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 
 from .channels import MAX_CHANNELS, ChannelError, channel_axis_of, parse_channels, select_channels
 from .normalize import stack_intensity_range
-from .tiling import SCALES, TilingError, choose_scale
+from .tiling import check_scale, check_tile, choose_scale
 
 __all__ = ["ImagePlan", "level0", "needs_channel_choice", "is_stack_shape", "MAX_CHANNELS", "parse_channels"]
 
@@ -132,14 +132,9 @@ class ImagePlan:
         intensity: the caller's (lo, hi) grey range (gray data only: a composite is scaled per channel).
         name: how errors name the data (a layer's name). multiscale: see :func:`level0`.
         """
-        if scale not in SCALES:
-            raise TilingError(f"scale={scale!r} is not one of {SCALES}: 'tile' keeps the image's own pixels, "
-                              f"'downscale' fits the whole image into one model input, 'auto' picks by image size")
+        scale, tile = check_scale(scale), check_tile(tile)
         if isinstance(channels, str):
             channels = parse_channels(channels)
-        if tile is not None and (isinstance(tile, bool) or int(tile) < 8):
-            raise TilingError(f"tile={tile!r}: give the tile size in pixels (at least 8), or None for the model's "
-                              f"input size")
         data = level0(data, multiscale)
         if not (hasattr(data, "shape") and hasattr(data, "dtype")):
             data = np.asarray(data)

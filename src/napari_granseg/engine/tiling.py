@@ -28,8 +28,8 @@ import numpy as np
 
 from .normalize import check_image, intensity_range
 
-__all__ = ["SCALES", "Window", "tile_windows", "choose_scale", "default_overlap", "TiledPredictor",
-           "segment_everything_tiled", "TilingError"]
+__all__ = ["SCALES", "Window", "tile_windows", "choose_scale", "check_scale", "check_tile", "default_overlap",
+           "TiledPredictor", "segment_everything_tiled", "TilingError", "MIN_TILE"]
 
 #: "auto": tile when the model would shrink the image more than :data:`MAX_SHRINK` times (or stretch it),
 #: "tile": always at the image's own pixel scale, "downscale": the whole image squeezed into one model input.
@@ -39,6 +39,7 @@ SCALES = ("auto", "tile", "downscale")
 MAX_SHRINK = 2.0
 #: Above this aspect ratio (long side / short side) "auto" tiles: squeezing a strip into a square stretches it.
 MAX_ASPECT = 2.0
+MIN_TILE = 8  #: smallest tile edge in pixels (smaller tiles hold no object a click could select)
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
@@ -88,13 +89,33 @@ def tile_windows(shape: Sequence[int], tile: int, overlap: int | None = None) ->
     shared between neighbours; the last row/column is aligned to the image border (no partial tiles unless
     the image is smaller than a tile along that axis)."""
     h, w = int(shape[0]), int(shape[1])
-    if tile < 8:
-        raise TilingError(f"tile={tile} is too small: give at least 8 pixels (default: the model's input size)")
+    tile = check_tile(tile)
     overlap = default_overlap(tile) if overlap is None else int(overlap)
     if not 0 <= overlap < tile:
         raise TilingError(f"overlap={overlap} must be between 0 and tile - 1 = {tile - 1} pixels")
     return [Window(y, x, min(y + tile, h), min(x + tile, w))
             for y in _starts(h, tile, overlap) for x in _starts(w, tile, overlap)]
+
+
+def check_scale(scale: str) -> str:
+    """``scale`` if it is one of :data:`SCALES`, else a TilingError (API, CLI, batch and widgets call it)."""
+    if not isinstance(scale, str) or scale not in SCALES:
+        raise TilingError(f"scale={scale!r} is not one of {SCALES}: 'tile' keeps the image's own pixels, "
+                          f"'downscale' fits the whole image into one model input, 'auto' picks by image size")
+    return scale
+
+
+def check_tile(tile) -> int | None:
+    """The tile edge in whole pixels (>= :data:`MIN_TILE`) or None (the model's input size); else a TilingError
+    naming the value (never a silent ``int()`` of a fraction or of a word)."""
+    if tile is None:
+        return None
+    whole = isinstance(tile, (int, np.integer)) and not isinstance(tile, (bool, np.bool_)) or (
+        isinstance(tile, (float, np.floating)) and np.isfinite(tile) and float(tile).is_integer())
+    if not whole or int(tile) < MIN_TILE:
+        raise TilingError(f"tile={tile!r}: give the tile size as a whole number of pixels (at least {MIN_TILE}, "
+                          f"e.g. 1024), or None for the model's input size")
+    return int(tile)
 
 
 def choose_scale(shape: Sequence[int], model_size: int, scale: str = "auto") -> str:
@@ -104,10 +125,7 @@ def choose_scale(shape: Sequence[int], model_size: int, scale: str = "auto") -> 
     image is not a strip; larger or elongated images are tiled. Say ``scale="downscale"`` when the objects
     are large compared with a tile (a whole organ in a slide), ``scale="tile"`` for small objects.
     """
-    if scale not in SCALES:
-        raise TilingError(f"scale={scale!r} is not one of {SCALES}: 'tile' keeps the image's own pixels, "
-                          f"'downscale' fits the whole image into one model input, 'auto' picks by image size")
-    if scale != "auto":
+    if check_scale(scale) != "auto":
         return scale
     h, w = int(shape[0]), int(shape[1])
     long_side, short_side = max(h, w), max(1, min(h, w))

@@ -14,14 +14,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.prompts import one_granularity
 from ..models.loaded import LoadedModel
-from ..models.unsamv2 import check_granularity, unsamv2_state_dict
+from ..models.unsamv2 import unsamv2_state_dict
 from .checkpoint import check_out_path, state_to_model, write_finetuned
 from .data import check_inputs, split_objects
 from .score import click_iou
 from .trainer import CancelFn, Finetuner, FinetuneSettings, ProgressFn
 
-__all__ = ["finetune", "default_steps", "demo_replay"]
+__all__ = ["finetune", "default_steps", "demo_replay", "check_steps"]
+
+
+def check_steps(steps) -> int | None:
+    """Training steps: a whole number of at least 1, or None (from the number of objects); never a silent
+    ``int()`` of a fraction or a word."""
+    if steps is None:
+        return None
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise ValueError(f"steps={steps!r}: give a whole number of training steps (at least 1, e.g. 300), or "
+                         f"None to choose it from the number of objects")
+    return int(steps)
 
 
 def default_steps(n_objects: int) -> int:
@@ -42,11 +54,18 @@ def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:
 
 def _base_model(model, device) -> LoadedModel:
     from ..api import get_model
+    from ..zoo import ZOO
 
+    def refuse(name: str, kind: str) -> ValueError:
+        return ValueError(f"{name} is a {kind} model: fine-tuning needs an UnSAMv2 model (the default, "
+                          f"'unsamv2-plus', or a file loaded with kind='unsamv2')")
+
+    spec = ZOO.get(model) if isinstance(model, str) else None
+    if spec is not None and spec.kind != "unsamv2":  # a zoo name says its kind: refused before loading
+        raise refuse(spec.name, spec.kind)
     loaded = get_model(model, device=device)
     if loaded.kind != "unsamv2":
-        raise ValueError(f"{loaded.name} is a {loaded.kind} model: fine-tuning needs an UnSAMv2 model (the "
-                         f"default, 'unsamv2-plus', or a file loaded with kind='unsamv2')")
+        raise refuse(loaded.name, loaded.kind)
     if str(device) != "auto" and loaded.device != torch.device(device):
         loaded = replace(loaded, module=loaded.module.to(device), device=torch.device(device))
     return loaded
@@ -69,7 +88,9 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     training scenes; otherwise none). The result's ``info["finetune"]`` holds the before/after click IoU on the
     held-back objects (never trained on) at the default precision.
     """
-    check_granularity([granularity])
+    granularity = one_granularity(granularity, lists="fine-tuning takes what your labels stand for (1.0 whole "
+                                                    "objects, lower for parts)")
+    steps = check_steps(steps)
     imgs, labs = check_inputs(images, labels)
     if out is not None:
         check_out_path(out)

@@ -7,8 +7,8 @@ widget exists; a variable set in the shell (or a test's ``monkeypatch.setenv``) 
   recovery`` on Linux, ``~/Library/Application Support/napari-granseg/recovery`` on macOS,
   ``%LOCALAPPDATA%\\napari-granseg\\recovery`` on Windows).
 - ``GRANSEG_RECOVERY``: ``0`` turns autosave off (nothing is written, nothing is offered).
-- ``GRANSEG_RECOVERY_KEEP_DAYS``: days a session's labels are kept after it ended normally (the layer was
-  saved, or napari was closed normally); default 7; 0 = removed at the next start.
+- ``GRANSEG_RECOVERY_KEEP_DAYS``: days a session's labels are kept after it ended normally (napari was closed
+  normally, or the person saved the layer with File > Save); default 7; 0 = removed at the next start.
 - ``GRANSEG_RECOVERY_CRASH_KEEP_DAYS``: days the labels of a session that did NOT end normally (a crash, a
   killed job) are kept; default 30.
 - ``GRANSEG_RECOVERY_MAX_MB``: size bound of the whole store; the oldest sessions are removed first; default 2048.

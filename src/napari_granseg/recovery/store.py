@@ -182,12 +182,13 @@ class RecoveryStore:
                 self._mine[entry.name] = entry.id
         return out
 
-    def release(self) -> int:
-        """This session ended normally (its labels were saved, or napari closed): its entries are kept
-        ``keep_days`` more (see :mod:`.prune`). Returns how many entries were marked."""
+    def release(self, entry_ids: Any = None) -> int:
+        """This session ended normally (napari closed), or a layer's labels were saved: its entries (or only
+        ``entry_ids``) are kept ``keep_days`` more (see :mod:`.prune`); a later write of an entry takes that
+        back (it holds unsaved labels again). Returns how many entries were marked."""
         now, me, count = time.time(), current_session()["id"], 0
         with self._lock:
-            for eid in set(self._mine.values()):
+            for eid in set(self._mine.values()) if entry_ids is None else set(entry_ids):
                 entry = self._entry(eid)
                 if entry.info.get("session", {}).get("id") == me:
                     entry.update_manifest(released=now)

@@ -19,13 +19,15 @@ import warnings
 from importlib import import_module, util
 from typing import Any, Callable, Iterable, Iterator
 
+from ..precisions import PRECISIONS
 from ._tasks import (USER_ERRORS, BackgroundTask, WidgetError, error_text, guard, is_user_error, notify,
                      notify_error)
 
 __all__ = ["WidgetError", "USER_ERRORS", "is_user_error", "error_text", "notify", "notify_error", "guard",
            "show_model_badge", "set_tooltips", "LAYER_SPACING_MS", "steady_combo", "unique_layer_name",
            "PRECISIONS", "PRECISION_TIP", "import_engines", "describe_models", "start_describe_models",
-           "quiet_model_build", "software_opengl_hazard", "ALLOW_TRITON_ENV", "layer_plan"]
+           "quiet_model_build", "software_opengl_hazard", "ALLOW_TRITON_ENV", "layer_plan", "checked_granularity",
+           "checked_precision"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
@@ -33,7 +35,6 @@ log = logging.getLogger("napari_granseg.widgets")
 ALLOW_TRITON_ENV = "GRANSEG_ALLOW_TRITON"
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
 PRECISION_TIP = ("numeric precision of the model: fp32 computes exactly what the official code computes; bf16 "
                  "is faster on recent CPUs/GPUs and changes masks slightly; auto: bf16 on CUDA, fp32 elsewhere")
 # Between two layer additions: napari's add_* of one layer freezes the viewer ~80-300 ms (first layer of a kind:
@@ -197,6 +198,28 @@ def layer_plan(layer, channels_text: str = "", scale: str = "auto", tile: int | 
                           f"the channel(s) the model should see in 'channels' (e.g. 1, or 0, 2 for a composite)")
     return ImagePlan.from_array(layer.data, rgb=rgb, channels=channels_text, name=f"layer {layer.name!r}",
                                 multiscale=bool(layer.multiscale), scale=scale, tile=tile)
+
+
+def checked_granularity(value: Any) -> float:
+    """One granularity, checked by the API's rule (``engine.prompts.one_granularity``): a WidgetError naming
+    the value for a word, a list, NaN or a value outside [0.1, 1] (never clipped: a script that asks for 5
+    is told, not given 1)."""
+    from ..engine.prompts import one_granularity
+
+    try:
+        return one_granularity(value, lists="a list of levels is Segment everything's")
+    except ValueError as err:
+        raise WidgetError(str(err)) from None
+
+
+def checked_precision(precision: Any) -> str:
+    """``precision`` by the engines' rule (:func:`napari_granseg.precisions.check_precision`), as a WidgetError."""
+    from ..precisions import check_precision
+
+    try:
+        return check_precision(precision)
+    except ValueError as err:
+        raise WidgetError(str(err)) from None
 
 
 def unique_layer_name(viewer, name: str) -> str:

@@ -1,8 +1,9 @@
 """The "compute" setting every widget shares: run the model on this machine or on a GPU machine through a dask
 scheduler (docs/remote.md).
 
-Why one module: connecting, the messages of a refused or lost connection, and building a predictor or a
-few-shot segmenter for "here or there" are the same in every widget. The API is small on purpose:
+Why one module: connecting and the messages of a refused or lost connection are the same in every widget
+(building a predictor or a few-shot segmenter "here or there" is :mod:`napari_granseg.compute`'s, which the
+widgets' jobs call). The API is small on purpose:
 
 ``ComputeSetting(on_change=None, on_error=None)``
     the control row (``.row``: an editable address box + a Connect button, both with tooltips) and its state.
@@ -11,11 +12,6 @@ few-shot segmenter for "here or there" are the same in every widget. The API is 
     says (or ``text``); ``on_change(session)`` runs on the GUI thread once the switch is done,
     ``on_error(message)`` with the user-facing message when connecting failed (the setting then stays where
     it was). ``last_error`` keeps that message.
-``make_predictor(model, precision="auto", session=None)``
-    a ``GranularityPredictor`` here, or ``session.predictor(name, precision=...)`` (a ``RemotePredictor``: same
-    ``set_image``/``predict``). Call it in a worker: it imports torch or talks to the worker.
-``make_fewshot(model, session=None, **kwargs)``
-    the same for ``FewShotSegmenter`` / ``session.fewshot``.
 ``is_compute_error(exc)`` / ``compute_error_text(exc)``
     whether ``exc`` is a refused address or a lost/unreachable worker, and the text to show (its message: it
     already says what to do and that local labels are unchanged) — never a traceback.
@@ -25,8 +21,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
-__all__ = ["LOCAL", "COMPUTE_TIP", "ComputeSetting", "make_predictor", "make_fewshot", "is_compute_error",
-           "compute_error_text"]
+__all__ = ["LOCAL", "COMPUTE_TIP", "ComputeSetting", "is_compute_error", "compute_error_text"]
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +46,6 @@ def is_compute_error(exc: BaseException) -> bool:
 def compute_error_text(exc: BaseException) -> str:
     """What the user reads for a compute error (the message already says what to do)."""
     return str(exc)
-
-
-def make_predictor(model: Any, precision: str = "auto", session=None, cache_size: int = 8):
-    """A predictor for ``model`` (a LoadedModel here; a zoo name, a worker path or None for the worker's
-    default there), through :func:`napari_granseg.compute.open_predictor`. Call it in a worker thread."""
-    from ..compute import open_predictor
-    from ._common import quiet_model_build
-
-    with quiet_model_build():
-        if session is None:
-            return open_predictor(model, precision=precision, cache_size=cache_size)
-        return open_predictor(model, precision=precision, where=session)
-
-
-def make_fewshot(model: Any, session=None, **kwargs):
-    """A few-shot segmenter for ``model`` here or on the worker, through
-    :func:`napari_granseg.compute.open_fewshot`. Call it in a worker thread."""
-    from ..compute import open_fewshot
-    from ._common import quiet_model_build
-
-    with quiet_model_build():
-        return open_fewshot(model, where=session, **kwargs)
 
 
 def _connect(text: str):

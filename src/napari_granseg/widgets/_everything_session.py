@@ -40,9 +40,12 @@ def parse_granularities(text: str) -> list[float]:
     if not values:
         raise WidgetError("type a granularity in [0.1, 1] (0.1 = finest parts, 1.0 = whole objects), or a comma "
                           "list for a hierarchy")
-    bad = [v for v in values if not 0.1 - 1e-6 <= v <= 1.0 + 1e-6]
-    if bad:
-        raise WidgetError(f"granularity {bad} is outside [0.1, 1]: 0.1 = finest parts, 1.0 = whole objects")
+    from ..engine.prompts import as_granularities
+
+    try:  # the API's rule (gs.segment_everything(granularity=[...]) checks the same)
+        as_granularities(values)
+    except ValueError as err:
+        raise WidgetError(str(err)) from None
     return sorted(set(values))
 
 

@@ -33,7 +33,8 @@ TARGETS_PER_CALL = 4
 
 
 def parse_slices(text: str, n: int) -> list[int]:
-    """'0, 3, 5-7' -> [0, 3, 5, 6, 7]; negative indices count from the end. Raises WidgetError with the fix."""
+    """'0, 3, 5-7' -> [0, 3, 5, 6, 7]; negative indices count from the end ('-3--1': the last three). Raises
+    WidgetError with the fix (a range written backwards is refused, not read as no slice at all)."""
     out: list[int] = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
@@ -41,14 +42,18 @@ def parse_slices(text: str, n: int) -> list[int]:
             continue
         try:
             if "-" in part[1:]:
-                a, b = part.split("-", 1) if not part.startswith("-") else part[1:].split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                head, tail = part[1:].split("-", 1)
+                a, b = int(part[0] + head), int(tail)
             else:
-                out.append(int(part))
+                a = b = int(part)
         except ValueError:
             raise WidgetError(f"cannot read slice list {text!r}: use numbers and ranges like '0, 3, 5-7'.") from None
-    out = [i + n if i < 0 else i for i in out]
-    bad = [i for i in out if not 0 <= i < n]
+        a, b = (a + n if a < 0 else a), (b + n if b < 0 else b)
+        if b < a:
+            raise WidgetError(f"slice range {part!r} runs backwards (slice {a} to slice {b}): write it from low to "
+                              f"high, e.g. '{min(a, b)}-{max(a, b)}'.")
+        out.extend(range(a, b + 1))
+    bad = sorted({i for i in out if not 0 <= i < n})
     if bad:
         raise WidgetError(f"slices {bad} are outside the series (0..{n - 1}).")
     return sorted(set(out))

@@ -23,7 +23,7 @@ from qtpy.QtWidgets import QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidge
 from ..recovery import RecoveryError, RecoverySettings, RecoveryStore
 from .interactive.prompt_layers import unwrap
 
-__all__ = ["record_write", "store_for", "release_all", "RestoreOffer"]
+__all__ = ["record_write", "store_for", "release_all", "saved_by_napari", "RestoreOffer"]
 
 log = logging.getLogger("napari_granseg.widgets")
 
@@ -248,6 +248,37 @@ def _connect_quit() -> None:
         _QUIT_CONNECTED.append(app)
 
 
+#: napari's File menu commands that save layers (their QActions are followed, see :mod:`.recovery_saved`)
+SAVE_COMMANDS = ("napari.window.file.save_layers_dialog.selected", "napari.window.file.save_layers_dialog")
+_SAVES_FOLLOWED: "weakref.WeakSet[Any]" = weakref.WeakSet()  # the QActions already followed
+
+
+def saved_by_napari(folder: Any = None) -> list[str]:
+    """napari just saved layers (File > Save ...): release the recorded layers now held in a file of their own
+    (compared pixel by pixel with the files written since their last write in ``folder``, by default napari's
+    last save folder; from the console, after ``viewer.layers.save(path)``, pass the folder); returns their names."""
+    from napari.settings import get_settings
+
+    from .recovery_saved import release_saved
+
+    folders = [folder] if folder is not None else list(get_settings().application.save_history or ())
+    if not folders:
+        return []
+    return release_saved(folders[0], [(layer, store, eid) for layer, (store, eid) in list(_ENTRIES.items())],
+                         flush=lambda layer: _FOLLOWED[layer].flush() if layer in _FOLLOWED else None)
+
+
+def _follow_saves(viewer) -> None:
+    """Run :func:`saved_by_napari` after napari's own save commands of ``viewer``'s File menu (a signal of
+    napari's menu actions, connected after napari's: the save has finished when it runs)."""
+    menu = getattr(getattr(viewer, "window", None), "file_menu", None)
+    for command in SAVE_COMMANDS if menu is not None else ():
+        action = menu.findAction(command)
+        if action is not None and action not in _SAVES_FOLLOWED:
+            action.triggered.connect(lambda *_: saved_by_napari())
+            _SAVES_FOLLOWED.add(action)
+
+
 class RestoreOffer(QWidget):
     """"Restore ..." and "Forget" buttons, shown while an open image has labels a gone session left behind.
 
@@ -281,6 +312,7 @@ class RestoreOffer(QWidget):
         self.viewer.layers.events.inserted.connect(self._layers_changed)
         self.viewer.layers.events.removed.connect(self._layers_changed)
         _connect_quit()
+        _follow_saves(viewer)
         self.refresh()
 
     def _layers_changed(self, _event=None) -> None:

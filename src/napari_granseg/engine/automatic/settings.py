@@ -109,6 +109,10 @@ class AutomaticSettings:
             raise ValueError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
         if self.crop_n_layers < 0:
             raise ValueError(f"crop_n_layers must be >= 0, got {self.crop_n_layers}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh"):  # a score or an IoU
+            if not 0.0 <= getattr(self, name) <= 1.0:  # above 1 every mask is dropped: empty labels, no word
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)} (e.g. --set {name}="
+                                 f"{getattr(AutomaticSettings, name)!r})")
         if len(self.grids()) < self.crop_n_layers + 1:
             raise ValueError(f"point_grids has {len(self.grids())} grid(s) but crop_n_layers={self.crop_n_layers} "
                              f"needs {self.crop_n_layers + 1} (one per layer)")

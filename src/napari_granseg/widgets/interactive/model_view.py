@@ -53,9 +53,13 @@ class ModelView:
 
     def set_scale(self, scale: str, tile: int) -> bool:
         """Scale and tile size; True when they changed."""
-        if 0 < int(tile) < 8:
-            raise WidgetError(f"tile size {tile} px is too small: give at least 8 px, or 0 for the model's input size")
-        new = replace(self.settings, scale=scale, tile=int(tile))
+        from ...engine.tiling import check_scale, check_tile
+
+        try:  # the engines' rule, as gs.segment(scale=, tile=) and the CLI check it
+            scale, tile = check_scale(scale), check_tile(None if tile == 0 and not isinstance(tile, bool) else tile)
+        except ValueError as err:
+            raise WidgetError(f"{err} (the Tile box: 0 = the model's input size)") from None
+        new = replace(self.settings, scale=scale, tile=tile or 0)
         changed, self.settings = new != self.settings, new
         return changed
 

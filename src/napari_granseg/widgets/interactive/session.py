@@ -18,7 +18,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from psygnal import Signal
 
-from .._common import WidgetError
+from .._common import WidgetError, checked_granularity, checked_precision
 from .model_view import ModelView
 from .jobs import object_prompt, plan_embed, preview_job, propagation_job, segment_now
 from .model import ModelLoader
@@ -75,7 +75,7 @@ class InteractiveSession:
 
     def set_precision(self, precision: str) -> None:
         """Numeric precision ("auto", "fp32", "bf16"): the predictor is built again."""
-        self._options = replace(self._options, precision=precision)
+        self._options = replace(self._options, precision=checked_precision(precision))
         self.models.set_precision(precision)
 
     def _model_changed(self, state: ModelState, is_new_model: bool) -> None:
@@ -207,7 +207,7 @@ class InteractiveSession:
 
     def set_granularity(self, g: float) -> None:
         """g in [0.1, 1]: the nearest decoded mask at once, the exact one when the value rests."""
-        g = float(round(float(np.clip(g, 0.1, 1.0)), 3))
+        g = float(round(checked_granularity(g), 3))
         if g == self._options.granularity:
             return
         self._options = replace(self._options, granularity=g)
