@@ -113,7 +113,11 @@ def main(argv=None) -> None:
     ap.add_argument("--no-cost", action="store_true", help="skip the Hiera-S cost table")
     ap.add_argument("--cost-only", action="store_true", help="only the Hiera-S cost table")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (1 on a machine shared with other jobs: oversubscribed threads crawl)")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     base = gs.load_model("unsamv2-demo", device="cpu")
     train, test, old = _data()
     configs = [] if args.cost_only else args.configs.split(",")

@@ -1,4 +1,4 @@
-"""Screenshots of the three widgets for docs/widgets.md (docs/images/{interactive,everything,fewshot}_*.png).
+"""Screenshots of the widgets for docs/widgets.md and docs/finetune.md (docs/images/<widget>_*.png).
 
 Run (needs a display; headless: Xvfb)::
 
@@ -7,8 +7,9 @@ Run (needs a display; headless: Xvfb)::
 The interactive shots come from docs/screenshots_interactive.py (the widget opened from the Plugins dock,
 real clicks and keys on the canvas); then "Segment everything" at g=0.1 and 1.0 on the nested-cells sample,
 and the few-shot widget on the "shapes series" sample (2 labelled slices -> the other 6) with the SANSA demo
-model, both opened from the Plugins menu and run by clicking Run, as a person does (``--only
-everything,fewshot`` shoots only those). The models run on the CPU in the widgets' background workers; this
+model, both opened from the Plugins menu and run by clicking Run, as a person does; then the fine-tune widget
+on four labelled images of a domain the demo never saw, its pairs added with "+ pair" and Start clicked
+(``--only everything,fewshot,finetune`` shoots only those). The models run on the CPU in the widgets' background workers; this
 script only waits for them.
 """
 from __future__ import annotations
@@ -37,8 +38,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="unsamv2-demo")
     parser.add_argument("--out", default=str(Path(__file__).parent / "images"))
-    parser.add_argument("--only", default="interactive,everything,fewshot",
-                        help="comma list of the widgets to shoot (interactive, everything, fewshot)")
+    parser.add_argument("--only", default="interactive,everything,fewshot,finetune",
+                        help="comma list of the widgets to shoot (interactive, everything, fewshot, finetune)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,7 @@ def main(argv=None) -> None:
         from screenshots_interactive import main as shoot_interactive
 
         shoot_interactive(["--model", args.model, "--out", str(out)])
-    if not only & {"everything", "fewshot"}:
+    if not only & {"everything", "fewshot", "finetune"}:
         return
     import napari
 
@@ -57,6 +58,8 @@ def main(argv=None) -> None:
         shoot_everything(viewer, None, out)
     if "fewshot" in only:
         shoot_fewshot(viewer, out)
+    if "finetune" in only:
+        shoot_finetune(viewer, out)
     viewer.close()
 
 
@@ -134,6 +137,37 @@ def shoot_fewshot(viewer, out: Path) -> None:
     viewer.dims.set_current_step(0, 4)
     viewer.reset_view()
     _save(viewer, out / "fewshot_widget.png", widget.status.text())
+    viewer.window.remove_dock_widget("all")
+
+
+def shoot_finetune(viewer, out: Path, steps: int = 150) -> None:
+    """The fine-tune widget from the Plugins menu: four images of dark lobed blobs (a domain the demo model never
+    saw) with their Labels layers, a pair row added per image with "+ pair", a name typed, Start clicked; the
+    shot shows the held-back score before and after in the status line."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtTest import QTest
+
+    from napari_granseg.synthetic_domains import dark_blobs_scene
+
+    _clear(viewer)
+    for seed in range(4):
+        image, labels = dark_blobs_scene(size=128, seed=seed)
+        viewer.add_image(image, name=f"blobs {seed}")
+        viewer.add_labels(labels, name=f"blobs {seed} labels", visible=seed == 0)
+    for seed in range(1, 4):
+        viewer.layers[f"blobs {seed}"].visible = False
+    widget = open_from_plugins_menu(viewer, "Fine-tune (UnSAMv2)")
+    for _ in range(3):
+        click(widget.add_pair_button)
+    widget.name_edit.selectAll()
+    QTest.keyClicks(widget.name_edit, "blobs-v1")
+    widget.steps.selectAll()
+    QTest.keyClicks(widget.steps, str(steps))
+    widget.steps.interpretText()
+    QTest.mouseClick(widget.start_button, Qt.MouseButton.LeftButton)
+    wait_until(lambda: not widget.busy, timeout=1800)
+    viewer.reset_view()
+    _save(viewer, out / "finetune_widget.png", widget.status.text())
     viewer.window.remove_dock_widget("all")
 
 

@@ -132,3 +132,28 @@ def test_cancel_leaves_no_file(demo_model, tmp_path):
     with pytest.raises(FinetuneCancelled):
         gs.finetune([img, img2], [lab, lab2], model=demo_model, out=tmp_path / "m.pt", steps=50, cancel=cancel)
     assert list(tmp_path.iterdir()) == [] and len(calls) == 3
+
+
+def test_a_model_trained_in_place_is_never_served_its_old_embeddings(demo_model, blob_data, tmp_path):
+    """A predictor held across training of its own model (a notebook that trains and tries in turn): the weights'
+    change shows in the cache key, so the next set_image encodes again with the new weights."""
+    import copy
+
+    import torch
+
+    from napari_granseg.engine.embeddings import model_fingerprint
+
+    model = copy.deepcopy(demo_model.module)
+    _, (images, _) = blob_data
+    pred = gs.GranularityPredictor(model, precision="fp32", disk_cache_dir=tmp_path)
+    pred.set_image(images[0])
+    before = pred._features["image_embed"].clone()
+    fingerprint = model_fingerprint(model)
+    assert pred.is_cached(images[0]) and model_fingerprint(model) == fingerprint  # inference changes nothing
+    optimizer = torch.optim.SGD(model.image_encoder.parameters(), lr=0.1)
+    model.image_encoder(torch.randn(1, 3, 256, 256))["vision_features"].sum().backward()
+    optimizer.step()
+    assert model_fingerprint(model) != fingerprint
+    assert not pred.is_cached(images[0])
+    pred.set_image(images[0])
+    assert not torch.equal(pred._features["image_embed"], before)

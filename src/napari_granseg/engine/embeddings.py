@@ -36,27 +36,37 @@ Features = dict
 #: disk budget of a cache folder (a 1024 px Hiera model's entry is ~16 MB: ~120 images)
 DEFAULT_MAX_BYTES = 2 << 30
 _ENTRY = re.compile(r"^[0-9a-f]{40}\.pt$")
-_fingerprints: "weakref.WeakKeyDictionary[torch.nn.Module, str]" = weakref.WeakKeyDictionary()
+#: module -> (its tensors' modification counters when hashed, the hash)
+_fingerprints: "weakref.WeakKeyDictionary[torch.nn.Module, tuple]" = weakref.WeakKeyDictionary()
 _fingerprint_lock = threading.Lock()
 
 
+def _weights_version(module: torch.nn.Module) -> tuple[int, ...]:
+    """The in-place modification counters of ``module``'s tensors: any optimizer step, ``load_state_dict`` or
+    ``copy_`` into a weight bumps one, at a cost of microseconds to read (no hashing)."""
+    return tuple(t._version for t in (*module.parameters(), *module.buffers()))
+
+
 def model_fingerprint(module: torch.nn.Module) -> str:
-    """A hash of ``module``'s weights (parameters and buffers), computed once per module object.
+    """A hash of ``module``'s weights (parameters and buffers).
 
     Two processes that load the same checkpoint get the same fingerprint; a different checkpoint, a random
-    model or a LoRA merge gets another. Computed once (about 1 s per GB of weights): weights changed in
-    place afterwards (training) are not seen, so do not share a predictor with a model being trained.
+    model or a LoRA merge gets another. Hashing costs about 1 s per GB of weights, so it is done once per
+    module and again only after a weight changed in place (training the model the predictor holds): its
+    tensors' modification counters tell, so a model trained in place is never served embeddings cached for
+    its earlier weights.
     """
+    version = _weights_version(module)
     with _fingerprint_lock:
         found = _fingerprints.get(module)
-        if found is None:
+        if found is None or found[0] != version:
             h = hashlib.blake2b(digest_size=16)
             for name, tensor in sorted(module.state_dict().items()):
                 t = tensor.detach().reshape(-1).contiguous().cpu()
                 h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
                 h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-            found = _fingerprints[module] = h.hexdigest()
-        return found
+            found = _fingerprints[module] = (version, h.hexdigest())
+        return found[1]
 
 
 def image_key(image: np.ndarray, model_tag: str, extra: str = "") -> str:

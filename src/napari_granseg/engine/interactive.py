@@ -84,8 +84,13 @@ class GranularityPredictor(SAM2ImagePredictor):
         self.current_intensity: tuple[float, float] | None = None
         #: decode several g values in one batch (None: on GPUs yes, on CPU no, where a loop is faster)
         self.batch_granularities: bool | None = None
-        config = self.loaded.config if self.loaded else type(module).__name__
-        self._model_tag = f"{config}:{model_fingerprint(module)}"
+        self._config_name = self.loaded.config if self.loaded else type(module).__name__
+        model_fingerprint(module)  # hashed now (not at the first click); again only if the weights change
+
+    @property
+    def _model_tag(self) -> str:
+        """The model part of every embedding key: follows the weights, even when they are trained in place."""
+        return f"{self._config_name}:{model_fingerprint(self.model)}"
 
     @property
     def image_size(self) -> int:
