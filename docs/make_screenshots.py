@@ -44,6 +44,9 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     only = {w.strip() for w in args.only.split(",")}
+    from napari_granseg.__main__ import load_before_opengl
+
+    load_before_opengl()  # as `python -m napari_granseg` does: the model libraries before OpenGL (Xvfb)
     if "interactive" in only:  # the person's path: Plugins dock, real clicks and keys (one script for it)
         from screenshots_interactive import main as shoot_interactive
 

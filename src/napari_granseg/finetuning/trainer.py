@@ -1,20 +1,25 @@
-"""Fine-tune an UnSAMv2 model on a person's labels with its image encoder frozen: decoder passes only.
+"""Fine-tune an UnSAMv2 model on a person's labels: decoder-side weights always, image-encoder weights by choice.
 
 How a run goes (:class:`Finetuner`):
 
 1. Each training image, in each of its flips/rotations (``augment``), is encoded ONCE by the base model's
-   frozen encoder, through the same predictor path (intensity scaling, precision) that segmentation uses.
+   encoder, through the same predictor path (intensity scaling, precision) that segmentation uses. With a frozen
+   encoder these features are what the trained decoder reads on every step; when the encoder trains
+   (``encoder``: "auto", "last_stage", "all"), the model input is kept and the trained encoder encodes it on
+   every step (``engine.features.image_features``, the predictor's own feature path), while the cached base
+   features serve the teacher.
 2. A copy of the base model gets LoRA (rank 8) in its mask decoder's transformer, UnSAMv2's own recipe. What
    trains (``trainable``): "lora" = LoRA + the granularity encoder and output token (UnSAMv2's trainable set);
-   "decoder" = also every other prompt-encoder and mask-decoder weight (SAM's heads): more capacity, more
-   forgetting.
+   "decoder" = also every other prompt-encoder and mask-decoder weight (SAM's heads).
 3. Each step takes one image variant and up to ``objects_per_step`` of its trained objects: a first click drawn
    towards each object's centre, the object's mask at the labels' granularity as target, then up to
    ``corrections`` corrective clicks from the error with the previous logits fed back (UnSAMv2's click
    simulation), UnSAMv2's loss (:mod:`.losses`).
-4. Against forgetting, each step also matches the base model's own masks on the same image at OTHER
-   granularities (``keep_weight``: the base as teacher, clicks anywhere), and the changed weights are pulled
-   towards the base (``anchor_weight``, an L2 on the change).
+4. Against forgetting, each step also matches the base model's own masks on ``replay_per_step`` images of
+   what it knew (``keep_images``; the demo's own synthetic scenes for the demo), clicking where objects stand
+   out from the background, half of the clicks at the labels' granularity (where training moves the model) and
+   half at any; optionally on the training images at other granularities too (``keep_on_training``); the
+   changed weights are pulled towards the base (``anchor_weight``, an L2 on the change).
 5. Training runs at ``precision`` ("auto": bf16 where segmentation runs in bf16), the precision the model
    will run at, so its score holds at the default precision.
 
