@@ -9,21 +9,31 @@ import os
 
 import torch
 
-__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "check_precision",
-           "autocast_dtype", "precision_context"]
+__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "ENCODER_EXACT_PARTS",
+           "check_precision", "autocast_dtype", "precision_context", "encoder_policy"]
 
 #: The one precision setting of every engine, the CLI (``--precision``) and the widgets.
 #: "fp32": no autocast anywhere: computes what the official code computes (float32 throughout).
 #: "bf16": autocast to bfloat16 for every model call (image encoder, memory path, decoder) where the device
 #:     allows it.
-#: "auto": the image encoder in bf16 where bf16 is native (CUDA with bf16, CPUs with AVX512-BF16/AMX), every
-#:     other stage in float32. Why: the encoder is nearly all of the time and bf16 halves it; the prompt
-#:     encoder, mask decoder and memory path cost little and decide where the mask border falls, so keeping
-#:     them in float32 keeps the masks close to fp32's at almost bf16's speed (docs/precision.md).
+#: "auto": the bulk of the image encoder in bf16 where bf16 is native (CUDA with bf16, CPUs with
+#:     AVX512-BF16/AMX); the encoder's :data:`ENCODER_EXACT_PARTS` and every other stage in float32.
+#:     Why: the encoder's matmuls are nearly all of the time and bf16 cuts it; the few encoder parts that
+#:     write the stride-4 features and the residual stream, the prompt encoder, mask decoder and memory
+#:     path cost little and decide where the mask border falls, so keeping them in float32 keeps the masks
+#:     within IoU 0.99 of fp32's (docs/precision.md has the measured table).
 PRECISIONS = ("auto", "fp32", "bf16")
-#: The parts of a model call the policy tells apart: "encoder" (the image encoder) and "heads" (prompt
-#: encoder, mask decoder, memory encoder and memory attention).
-STAGES = ("encoder", "heads")
+#: The parts of a model call the policy tells apart: "encoder" (the image encoder, but its exact parts),
+#: "encoder_exact" (the :data:`ENCODER_EXACT_PARTS` of the image encoder) and "heads" (prompt encoder, mask
+#: decoder, memory encoder and memory attention).
+STAGES = ("encoder", "encoder_exact", "heads")
+#: The image-encoder parts of the "encoder_exact" stage (``models.encoder_precision`` maps them to SAM 2's
+#: modules). Measured one by one against fp32 (docs/precision.md): the masks' borders follow the stride-4
+#: features, which pass through the patch embedding, the first Hiera stage, the FPN neck and the decoder's
+#: high-res 1x1 convolutions; and bf16 rounding of the linears that write the residual stream (each
+#: attention's output projection, the channel projection at each stage change) is most of the error of the
+#: final feature map. Together these are under a tenth of the encoder's multiply-adds.
+ENCODER_EXACT_PARTS = ("patch_embed", "first_stage", "residual_projections", "fpn_neck", "high_res_convs")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -106,3 +116,16 @@ def precision_context(device: torch.device | str, precision: str = "auto", stage
     if dtype is None:
         return torch.autocast(device_type=device_type, enabled=False)
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def encoder_policy(device: torch.device | str, precision: str = "auto") -> str:
+    """What the image encoder computes in under ``precision`` on ``device``, as a short text.
+
+    Embedding caches put it in their keys, so features computed under one policy (e.g. "auto" with its
+    float32 parts) are never served to another (e.g. "bf16"), even where both run the bulk in bfloat16.
+    """
+    bulk = autocast_dtype(device, precision, "encoder")
+    exact = autocast_dtype(device, precision, "encoder_exact")
+    if bulk == exact:
+        return str(bulk or torch.float32)
+    return f"{bulk or torch.float32}+{exact or torch.float32}:{','.join(ENCODER_EXACT_PARTS)}"

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from ..devices import autocast_dtype, check_precision, precision_context
+from ..devices import check_precision, encoder_policy, precision_context
+from ..models.encoder_precision import forward_image
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
 from .embeddings import DEFAULT_MAX_BYTES, EmbeddingCache, image_key, model_fingerprint
@@ -106,8 +107,7 @@ class GranularityPredictor(SAM2ImagePredictor):
         return intensity_range(image, self.percentiles)
 
     def _embedding_key(self, image: np.ndarray, intensity: tuple[float, float]) -> str:
-        dtype = autocast_dtype(self.device, self.precision)
-        extra = f"{self.device.type}|{dtype}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
+        extra = f"{self.device.type}|{encoder_policy(self.device, self.precision)}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
         return image_key(image, self._model_tag, extra)
 
     @torch.no_grad()
@@ -118,8 +118,8 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     @torch.no_grad()
     def _compute_features(self, x: torch.Tensor) -> dict:
+        backbone_out = forward_image(self.model, x, self.precision)
         with precision_context(self.device, self.precision, "encoder"):
-            backbone_out = self.model.forward_image(x)
             _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
             if self.model.directly_add_no_mem_embed:
                 vision_feats[-1] = vision_feats[-1] + self.model.no_mem_embed

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..devices import check_precision, precision_context
+from ..models.encoder_precision import forward_image
 from ..models.loaded import LoadedModel
 from .normalize import ImageShapeError, check_image, check_intensity, model_input, stack_intensity_range
 from .prompts import as_box, as_granularities, as_points
@@ -96,8 +97,7 @@ class EncodedFrameCache(dict):
         if frame_idx not in self:
             device = self.predictor.device
             image = self.frames[frame_idx].to(device).float().unsqueeze(0)
-            with precision_context(device, self.precision, "encoder"):
-                backbone_out = self.predictor.forward_image(image)
+            backbone_out = forward_image(self.predictor, image, self.precision)
             self.clear()
             self[frame_idx] = (image, backbone_out)
         return self[frame_idx]
