@@ -118,7 +118,8 @@ def precision_context(device: torch.device | str, precision: str = "auto", stage
     return torch.autocast(device_type=device_type, dtype=dtype)
 
 
-def encoder_policy(device: torch.device | str, precision: str = "auto") -> str:
+def encoder_policy(device: torch.device | str, precision: str = "auto",
+                   exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS) -> str:
     """What the image encoder computes in under ``precision`` on ``device``, as a short text.
 
     Embedding caches put it in their keys, so features computed under one policy (e.g. "auto" with its
@@ -126,6 +127,6 @@ def encoder_policy(device: torch.device | str, precision: str = "auto") -> str:
     """
     bulk = autocast_dtype(device, precision, "encoder")
     exact = autocast_dtype(device, precision, "encoder_exact")
-    if bulk == exact:
+    if bulk == exact or not exact_parts:
         return str(bulk or torch.float32)
-    return f"{bulk or torch.float32}+{exact or torch.float32}:{','.join(ENCODER_EXACT_PARTS)}"
+    return f"{bulk or torch.float32}+{exact or torch.float32}:{','.join(exact_parts)}"

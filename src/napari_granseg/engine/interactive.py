@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from ..devices import check_precision, encoder_policy, precision_context
+from ..devices import ENCODER_EXACT_PARTS, check_precision, encoder_policy, precision_context
 from ..models.encoder_precision import forward_image
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
@@ -59,6 +59,10 @@ class GranularityPredictor(SAM2ImagePredictor):
     ``lock`` (an RLock) is held by :meth:`set_image` and :meth:`predict`; hold it yourself around a
     ``set_image`` + ``predict`` pair when several threads (console, widget worker, batch) share the predictor.
     """
+
+    #: the image-encoder parts "auto" runs in float32 (``devices.ENCODER_EXACT_PARTS``); only a benchmark
+    #: comparing other splits sets another tuple (in a subclass), and the embedding key follows it
+    encoder_exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS
 
     def __init__(self, model: LoadedModel | torch.nn.Module, precision: str = "auto", mask_threshold: float = 0.0,
                  cache_size: int = 8, disk_cache_dir=None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -107,7 +111,8 @@ class GranularityPredictor(SAM2ImagePredictor):
         return intensity_range(image, self.percentiles)
 
     def _embedding_key(self, image: np.ndarray, intensity: tuple[float, float]) -> str:
-        extra = f"{self.device.type}|{encoder_policy(self.device, self.precision)}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
+        policy = encoder_policy(self.device, self.precision, self.encoder_exact_parts)
+        extra = f"{self.device.type}|{policy}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
         return image_key(image, self._model_tag, extra)
 
     @torch.no_grad()
@@ -118,7 +123,7 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     @torch.no_grad()
     def _compute_features(self, x: torch.Tensor) -> dict:
-        backbone_out = forward_image(self.model, x, self.precision)
+        backbone_out = forward_image(self.model, x, self.precision, self.encoder_exact_parts)
         with precision_context(self.device, self.precision, "encoder"):
             _, vision_feats, _, _ = self.model._prepare_backbone_features(backbone_out)
             if self.model.directly_add_no_mem_embed:

@@ -168,8 +168,8 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     ``granularity`` (UnSAMv2): applies to every object without its own ``ObjectPrompt.granularity``;
     objects with different g are propagated in separate passes (g conditions every frame).
     ``threshold``: logit threshold (default -1 for UnSAMv2 as upstream's video path, 0 for SAM 2).
-    ``precision``: "auto" | "fp32" | "bf16" (``devices.PRECISIONS``: "auto" runs the image encoder in bf16
-    where it is native, the memory path and the decoder in float32).
+    ``precision``: "auto" | "fp32" | "bf16" (``devices.PRECISIONS``: "auto" runs the image encoder's bulk in
+    bf16 where it is native, its border-deciding parts, the memory path and the decoder in float32).
     ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.

@@ -93,10 +93,16 @@ def _exact_parts(modules: list[nn.Module], device: torch.device, precision: str)
             handle.remove()
 
 
-def forward_image(sam: nn.Module, images: torch.Tensor, precision: str) -> dict:
-    """SAM 2's ``forward_image(images)`` with the encoder stages of ``precision`` (``devices.STAGES``)."""
+def forward_image(sam: nn.Module, images: torch.Tensor, precision: str,
+                  exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS) -> dict:
+    """SAM 2's ``forward_image(images)`` with the encoder stages of ``precision`` (``devices.STAGES``).
+
+    ``exact_parts``: the parts run in the "encoder_exact" stage; the policy's own unless a benchmark
+    compares other splits.
+    """
     device = images.device
     split = autocast_dtype(device, precision, "encoder") != autocast_dtype(device, precision, "encoder_exact")
-    exact = _exact_parts(exact_part_modules(sam), device, precision) if split else contextlib.nullcontext()
+    modules = exact_part_modules(sam, exact_parts)
+    exact = _exact_parts(modules, device, precision) if split and modules else contextlib.nullcontext()
     with precision_context(device, precision, "encoder"), exact:
         return sam.forward_image(images)
