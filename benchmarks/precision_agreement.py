@@ -141,19 +141,22 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for the whole run")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--skip-hiera-s", action="store_true", help="only the demo model (fast)")
+    parser.add_argument("--skip-demo", action="store_true", help="only Hiera-S")
+    parser.add_argument("--first-seed", type=int, default=0, help="offset of the scenes' seeds (other images)")
     parser.add_argument("--hiera-s-repeats", type=int, default=3, help="set_image timings for Hiera-S (slow on a CPU)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     rows = []
-    demo = gs.load_model("unsamv2-demo", device=args.device)
-    scenes = [nested_cells_scene(size=256, seed=1000 + i) for i in range(args.images)]
-    rows += run_model("unsamv2-demo (trained, 256 px)", demo, scenes, 128, 5, args.repeats)
+    if not args.skip_demo:
+        demo = gs.load_model("unsamv2-demo", device=args.device)
+        scenes = [nested_cells_scene(size=256, seed=1000 + args.first_seed + i) for i in range(args.images)]
+        rows += run_model("unsamv2-demo (trained, 256 px)", demo, scenes, 128, 5, args.repeats)
     if not args.skip_hiera_s:
         torch.manual_seed(0)
         hiera_s = gs.load_model(None, kind="unsamv2", config="configs/sam2.1/sam2.1_hiera_s.yaml", device=args.device)
-        big = [nested_cells_scene(size=512, seed=2000 + i) for i in range(args.images)]
+        big = [nested_cells_scene(size=512, seed=2000 + args.first_seed + i) for i in range(args.images)]
         rows += run_model("Hiera-S random weights (1024 px)", hiera_s, big, 256, 2, args.hiera_s_repeats)
     columns = ["model", "setting", "encoder", "encoder_exact_parts", "heads", "masks", "mean_iou_vs_fp32",
                "min_iou_vs_fp32", "max_abs_logit_diff", "max_abs_logit", "propagated_min_iou_vs_fp32",
