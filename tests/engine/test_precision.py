@@ -6,6 +6,8 @@ one computed in, so the test sees every model call of the predictor and of propa
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -149,3 +151,29 @@ def test_unknown_precision_is_an_error(model, bad):
         GranularityPredictor(model, precision=bad)
     with pytest.raises(ValueError, match="precision=.* is not one of"):
         propagate(model, np.zeros((2, 32, 32), np.uint8), ObjectPrompt(frame=0, points=[[1, 1]]), precision=bad)
+
+
+def test_auto_float32_parts_do_not_touch_another_threads_call(model, scene):
+    """The hooks that keep "auto"'s exact parts in float32 act only in the thread that encodes."""
+    if autocast_dtype("cpu", "auto", "encoder") is None:
+        pytest.skip("no native bf16 here: 'auto' is float32 throughout and installs no hooks")
+    conv = model.module.sam_mask_decoder.conv_s0
+    seen = {}
+
+    def other_thread():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            seen["other"] = conv(torch.randn(1, conv.in_channels, 4, 4)).dtype
+
+    def during_encoding(_module, _args):  # runs in the middle of the encoder call, while the hooks are on
+        worker = threading.Thread(target=other_thread)
+        worker.start()
+        worker.join()
+
+    handle = model.module.get_submodule(ENCODER).register_forward_pre_hook(during_encoding)
+    try:
+        with DtypeHooks(model.module, ("sam_mask_decoder.conv_s0",)) as own:
+            _predict(model, scene, "auto")
+    finally:
+        handle.remove()
+    assert seen["other"] == torch.bfloat16  # the other thread's own autocast, untouched
+    assert own["sam_mask_decoder.conv_s0"] == [torch.bfloat16, torch.float32]  # its call, then the encoder's
