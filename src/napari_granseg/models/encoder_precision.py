@@ -30,7 +30,7 @@ def _residual_projections(trunk: nn.Module) -> list[nn.Module]:
     found = []
     for block in trunk.blocks:
         found.append(block.attn.proj)
-        if getattr(block, "proj", None) is not None:
+        if block.dim != block.dim_out:  # Hiera's MultiScaleBlock has ``proj`` exactly then
             found.append(block.proj)
     return found
 
@@ -61,6 +61,8 @@ def _as_float32(value: Any) -> Any:
         return value.float() if value.is_floating_point() else value
     if isinstance(value, (list, tuple)):
         return type(value)(_as_float32(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_float32(v) for k, v in value.items()}
     return value
 
 
