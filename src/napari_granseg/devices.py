@@ -11,13 +11,22 @@ import torch
 
 from .precisions import PRECISIONS, check_precision
 
-__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "check_precision",
-           "autocast_dtype", "precision_context"]
+__all__ = ["resolve_device", "bf16_supported_on_cpu", "PRECISIONS", "STAGES", "ENCODER_EXACT_PARTS",
+           "check_precision", "autocast_dtype", "precision_context", "encoder_policy"]
 
-#: PRECISIONS and check_precision: :mod:`napari_granseg.precisions` (torch-free, so the widgets share the rule)
-#: The parts of a model call the policy tells apart: "encoder" (the image encoder) and "heads" (prompt
-#: encoder, mask decoder, memory encoder and memory attention).
-STAGES = ("encoder", "heads")
+#: PRECISIONS and check_precision live in :mod:`napari_granseg.precisions` (torch-free: the widgets share the
+#: rule); what each value runs where is applied here.
+#: The parts of a model call the policy tells apart: "encoder" (the image encoder, but its exact parts),
+#: "encoder_exact" (the :data:`ENCODER_EXACT_PARTS` of the image encoder) and "heads" (prompt encoder, mask
+#: decoder, memory encoder and memory attention).
+STAGES = ("encoder", "encoder_exact", "heads")
+#: The image-encoder parts of the "encoder_exact" stage (``models.encoder_precision`` maps them to SAM 2's
+#: modules). Measured one by one against fp32 (docs/precision.md): the masks' borders follow the stride-4
+#: features, which pass through the patch embedding, the first Hiera stage, the FPN neck and the decoder's
+#: high-res 1x1 convolutions; and bf16 rounding of the linears that write the residual stream (each
+#: attention's output projection, the channel projection at each stage change) is most of the error of the
+#: final feature map. Together these are under a tenth of the encoder's multiply-adds.
+ENCODER_EXACT_PARTS = ("patch_embed", "first_stage", "residual_projections", "fpn_neck", "high_res_convs")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -92,3 +101,17 @@ def precision_context(device: torch.device | str, precision: str = "auto", stage
     if dtype is None:
         return torch.autocast(device_type=device_type, enabled=False)
     return torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def encoder_policy(device: torch.device | str, precision: str = "auto",
+                   exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS) -> str:
+    """What the image encoder computes in under ``precision`` on ``device``, as a short text.
+
+    Embedding caches put it in their keys, so features computed under one policy (e.g. "auto" with its
+    float32 parts) are never served to another (e.g. "bf16"), even where both run the bulk in bfloat16.
+    """
+    bulk = autocast_dtype(device, precision, "encoder")
+    exact = autocast_dtype(device, precision, "encoder_exact")
+    if bulk == exact or not exact_parts:
+        return str(bulk or torch.float32)
+    return f"{bulk or torch.float32}+{exact or torch.float32}:{','.join(exact_parts)}"

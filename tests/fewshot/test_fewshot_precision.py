@@ -11,6 +11,11 @@ from napari_granseg.models.sansa import build_sansa_model
 from napari_granseg.synthetic import shapes_scene
 
 PARTS = ("image_encoder", "memory_encoder", "memory_attention", "sam_mask_decoder")
+#: the encoder's bulk (a third-stage MLP of the tiny Hiera, stages [1, 1, 2, 1]) and one module of each part
+#: "auto" keeps in float32 (devices.ENCODER_EXACT_PARTS)
+BULK = "image_encoder.trunk.blocks.2.mlp"
+EXACT = ("image_encoder.trunk.patch_embed", "image_encoder.trunk.blocks.0", "image_encoder.trunk.blocks.2.attn.proj",
+         "image_encoder.neck", "sam_mask_decoder.conv_s0")
 
 
 @pytest.fixture(scope="module")
@@ -30,10 +35,11 @@ def _run(model, precision, refs, target):
     return fs.segment(target)
 
 
-def _autocast_seen(model, precision, refs, target, outer: bool) -> dict[str, set[bool]]:
-    seen: dict[str, set[bool]] = {p: set() for p in PARTS}
-    hooks = [getattr(model.sam, p).register_forward_pre_hook(
-        lambda mod, args, p=p: seen[p].add(torch.is_autocast_enabled("cpu"))) for p in PARTS]
+def _autocast_seen(model, precision, refs, target, outer: bool, parts=PARTS) -> dict[str, set[bool]]:
+    """Whether autocast was on while each part ran (read in a forward hook, i.e. inside the part's call)."""
+    seen: dict[str, set[bool]] = {p: set() for p in parts}
+    hooks = [model.sam.get_submodule(p).register_forward_hook(
+        lambda mod, args, out, p=p: seen[p].add(torch.is_autocast_enabled("cpu"))) for p in parts]
     try:
         if outer:
             with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -56,10 +62,15 @@ def test_fp32_ignores_an_outer_autocast_and_bf16_uses_it_everywhere(model):
     assert plain.logits.dtype == np.float32
     assert _autocast_seen(model, "fp32", refs, target, outer=True) == {p: {False} for p in PARTS}
     assert _autocast_seen(model, "bf16", refs, target, outer=False) == {p: {True} for p in PARTS}
-    # "auto": the image encoder in bf16 where this CPU has it natively, everything else in float32
+    # "auto": the image encoder's bulk in bf16 where this CPU has it natively, its exact parts and everything
+    # else in float32 (the image encoder's own call runs under the bulk's autocast)
     native = autocast_dtype("cpu", "auto", "encoder") is not None
     assert _autocast_seen(model, "auto", refs, target, outer=True) == {
         p: {native and p == "image_encoder"} for p in PARTS}
+    assert _autocast_seen(model, "auto", refs, target, outer=True, parts=(BULK, *EXACT)) == {
+        p: {native and p == BULK} for p in (BULK, *EXACT)}
+    assert _autocast_seen(model, "bf16", refs, target, outer=False, parts=(BULK, *EXACT)) == {
+        p: {True} for p in (BULK, *EXACT)}
     assert not np.array_equal(plain.logits, _run(model, "bf16", refs, target).logits)
 
 

@@ -28,14 +28,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..models.encoder_precision import forward_image
+
 __all__ = ["Features", "encode_frames", "build_memory", "reference_memory", "target_step", "memory_banks", "segment_with_banks"]
 
 Features = tuple  # (vision_feats: list[(HW, B, C)], vision_pos_embeds: list, feat_sizes: list[(h, w)])
 
 
-def encode_frames(sam: torch.nn.Module, images: torch.Tensor) -> list[Features]:
-    """Run the (adapted) image encoder once over ``images`` (N, 3, S, S); one feature tuple per image."""
-    backbone_out = sam.forward_image(images)
+def encode_frames(sam: torch.nn.Module, images: torch.Tensor, precision: str | None = None) -> list[Features]:
+    """Run the (adapted) image encoder once over ``images`` (N, 3, S, S); one feature tuple per image.
+
+    ``precision``: the engines' setting (``models.encoder_precision.forward_image``); None (training) runs
+    ``sam.forward_image`` in whatever autocast the caller opened.
+    """
+    backbone_out = sam.forward_image(images) if precision is None else forward_image(sam, images, precision)
     _, feats, pos, sizes = sam._prepare_backbone_features(backbone_out)
     return [([f[:, i:i + 1] for f in feats], [p[:, i:i + 1] for p in pos], sizes) for i in range(images.shape[0])]
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from ..devices import precision_context
+from ..devices import ENCODER_EXACT_PARTS, precision_context
+from ..models.encoder_precision import forward_image
 
 __all__ = ["feature_sizes", "image_features"]
 
@@ -20,14 +21,16 @@ def feature_sizes(image_size: int) -> list[tuple[int, int]]:
     return [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
 
 
-def image_features(model: torch.nn.Module, x: torch.Tensor, precision: str) -> dict:
+def image_features(model: torch.nn.Module, x: torch.Tensor, precision: str,
+                   exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS) -> dict:
     """``{"image_embed": (B, C, h, w), "high_res_feats": [...]}`` for the (B, 3, S, S) model input ``x``.
 
-    The image encoder runs in the "encoder" stage of ``precision`` (devices.precision_context); gradients flow
-    when the caller has them on (fine-tuning), the predictor calls this under ``torch.no_grad``.
+    The image encoder runs in the encoder stages of ``precision`` (``models.encoder_precision.forward_image``:
+    its bulk in "encoder", its ``exact_parts`` in "encoder_exact"); gradients flow when the caller has them on
+    (fine-tuning), the predictor calls this under ``torch.no_grad``.
     """
+    backbone_out = forward_image(model, x, precision, exact_parts)
     with precision_context(x.device, precision, "encoder"):
-        backbone_out = model.forward_image(x)
         _, vision_feats, _, _ = model._prepare_backbone_features(backbone_out)
         if model.directly_add_no_mem_embed:
             vision_feats[-1] = vision_feats[-1] + model.no_mem_embed

@@ -137,7 +137,7 @@ class FewShotSegmenter:
     def encode(self, tensor: torch.Tensor) -> Features:
         """Image features of one prepared image (the adapted encoder, under the precision setting)."""
         with precision_context(self.device, self.precision, "encoder"):
-            return encode_frames(self.sam, tensor)[0]
+            return encode_frames(self.sam, tensor, self.precision)[0]
 
     def target_logits(self, features: Features, memory: dict) -> torch.Tensor:
         """Low-res logits of a target against a reference memory (every memory bank, fused)."""

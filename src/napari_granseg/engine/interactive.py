@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from ..devices import autocast_dtype, check_precision, precision_context
+from ..devices import ENCODER_EXACT_PARTS, check_precision, encoder_policy, precision_context
 from ..models.loaded import LoadedModel
 from ..models.unsamv2 import GranularityPromptEncoder
 from .features import feature_sizes, image_features
@@ -59,6 +59,10 @@ class GranularityPredictor(SAM2ImagePredictor):
     ``lock`` (an RLock) is held by :meth:`set_image` and :meth:`predict`; hold it yourself around a
     ``set_image`` + ``predict`` pair when several threads (console, widget worker, batch) share the predictor.
     """
+
+    #: the image-encoder parts "auto" runs in float32 (``devices.ENCODER_EXACT_PARTS``); only a benchmark
+    #: comparing other splits sets another tuple (in a subclass), and the embedding key follows it
+    encoder_exact_parts: tuple[str, ...] = ENCODER_EXACT_PARTS
 
     def __init__(self, model: LoadedModel | torch.nn.Module, precision: str = "auto", mask_threshold: float = 0.0,
                  cache_size: int = 8, disk_cache_dir=None, cache_max_bytes: int = DEFAULT_MAX_BYTES,
@@ -112,8 +116,8 @@ class GranularityPredictor(SAM2ImagePredictor):
         return intensity_range(image, self.percentiles)
 
     def _embedding_key(self, image: np.ndarray, intensity: tuple[float, float]) -> str:
-        dtype = autocast_dtype(self.device, self.precision)
-        extra = f"{self.device.type}|{dtype}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
+        policy = encoder_policy(self.device, self.precision, self.encoder_exact_parts)
+        extra = f"{self.device.type}|{policy}|{intensity[0]!r},{intensity[1]!r}|{int(self.model.image_size)}"
         return image_key(image, self._model_tag, extra)
 
     @torch.no_grad()
@@ -124,7 +128,7 @@ class GranularityPredictor(SAM2ImagePredictor):
 
     @torch.no_grad()
     def _compute_features(self, x: torch.Tensor) -> dict:
-        return image_features(self.model, x, self.precision)
+        return image_features(self.model, x, self.precision, self.encoder_exact_parts)
 
     def set_image(self, image: np.ndarray, intensity: tuple[float, float] | None = None) -> None:  # type: ignore[override]
         """Embed ``image`` (HxW or HxWx3, uint8/uint16/float), reusing a cached embedding when there is one.

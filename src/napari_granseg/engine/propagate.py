@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..devices import check_precision, precision_context
+from ..models.encoder_precision import forward_image
 from ..models.loaded import LoadedModel
 from .normalize import ImageShapeError, check_image, check_intensity, model_input, stack_intensity_range
 from .prompts import as_box, as_granularities, as_points
@@ -96,8 +97,7 @@ class EncodedFrameCache(dict):
         if frame_idx not in self:
             device = self.predictor.device
             image = self.frames[frame_idx].to(device).float().unsqueeze(0)
-            with precision_context(device, self.precision, "encoder"):
-                backbone_out = self.predictor.forward_image(image)
+            backbone_out = forward_image(self.predictor, image, self.precision)
             self.clear()
             self[frame_idx] = (image, backbone_out)
         return self[frame_idx]
@@ -168,8 +168,8 @@ def propagate(model: LoadedModel | torch.nn.Module, stack: np.ndarray, prompts: 
     ``granularity`` (UnSAMv2): applies to every object without its own ``ObjectPrompt.granularity``;
     objects with different g are propagated in separate passes (g conditions every frame).
     ``threshold``: logit threshold (default -1 for UnSAMv2 as upstream's video path, 0 for SAM 2).
-    ``precision``: "auto" | "fp32" | "bf16" (``devices.PRECISIONS``: "auto" runs the image encoder in bf16
-    where it is native, the memory path and the decoder in float32).
+    ``precision``: "auto" | "fp32" | "bf16" (``devices.PRECISIONS``: "auto" runs the image encoder's bulk in
+    bf16 where it is native, its border-deciding parts, the memory path and the decoder in float32).
     ``intensity``: the stack's (low, high) grey range (default: computed from the stack, one for all slices).
     ``progress(done, total)`` is called after each frame; ``cancel()`` returning True stops with
     :class:`PropagationCancelled`.
