@@ -19,9 +19,6 @@ def two_workers():
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                            dashboard_address=None)
     yield cluster
-    from napari_granseg import remote
-
-    remote.close_all()
     cluster.close()
 
 
@@ -29,6 +26,13 @@ def test_a_three_line_call_after_its_worker_left_loads_again_with_the_same_label
     from napari_granseg import remote
 
     session = remote.connect(two_workers.scheduler_address, timeout=30)
+    try:
+        _leave_and_call_again(session, two_workers, scene)
+    finally:
+        session.close()  # this test's session only: the session-wide one serves the other remote tests
+
+
+def _leave_and_call_again(session, two_workers, scene):
     points = [scene.centers[0], scene.centers[1]]
     first = session.segment(scene.image, points, granularity=1.0, precision="fp32")
     assert first.max() == 2
