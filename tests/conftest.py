@@ -51,7 +51,7 @@ def trained_unsamv2_run(tmp_path_factory):
     cache = os.environ.get("GRANSEG_TEST_FIXTURE_CACHE")
     if cache:
         cached = Path(cache) / f"unsamv2_{TRAINED_UNSAMV2_STEPS}"
-        if (cached / "history.json").is_file():
+        if (cached / "history.json").is_file() and (cached / "train_log.jsonl").is_file():
             ckpt = next(cached.glob("*.pt"))
             history = json.loads((cached / "history.json").read_text())
             loaded = gs.load_model(ckpt, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
@@ -72,6 +72,7 @@ def trained_unsamv2_run(tmp_path_factory):
     if cache:
         cached.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, cached / Path(path).name)
+        shutil.copy(Path(path).parent / "train_log.jsonl", cached / "train_log.jsonl")  # the trainer tests read it
         (cached / "history.json").write_text(json.dumps(history))
     loaded = gs.load_model(path, kind="unsamv2", config="granseg_tiny.yaml", device="cpu")
     return loaded, history, path
