@@ -153,10 +153,10 @@ def test_unknown_precision_is_an_error(model, bad):
         propagate(model, np.zeros((2, 32, 32), np.uint8), ObjectPrompt(frame=0, points=[[1, 1]]), precision=bad)
 
 
+@pytest.mark.skipif(autocast_dtype("cpu", "auto", "encoder") is None,
+                    reason="no native bf16 on this CPU: 'auto' is float32 throughout and installs no hooks")
 def test_auto_float32_parts_do_not_touch_another_threads_call(model, scene):
     """The hooks that keep "auto"'s exact parts in float32 act only in the thread that encodes."""
-    if autocast_dtype("cpu", "auto", "encoder") is None:
-        pytest.skip("no native bf16 here: 'auto' is float32 throughout and installs no hooks")
     conv = model.module.sam_mask_decoder.conv_s0
     seen = {}
 
