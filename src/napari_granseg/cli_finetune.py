@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from .finetuning.advice import next_step_advice
+
 __all__ = ["add_finetune_parser", "run_finetune", "pair_label_files"]
 
 
@@ -126,5 +128,8 @@ def run_finetune(args) -> int:
     rec = model.info["finetune"]
     print(f"held-back objects ({rec['objects_held_back']}, never trained on): click IoU "
           f"{rec['held_back_iou_before']:.3f} before -> {rec['held_back_iou_after']:.3f} after")
+    advice = next_step_advice(rec)
+    if advice:
+        print(advice)
     print(f"wrote {args.out}; use it with: granseg segment IMAGES --model {args.out}")
     return 0

@@ -2,12 +2,15 @@
 a good folder gives a checkpoint load_model reads; bad files are named one line each and nothing is written."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import tifffile
 
 import napari_granseg as gs
 from napari_granseg.cli import main
+from napari_granseg.finetuning.advice import GOOD_ENOUGH, WORSE_BY
 from napari_granseg.synthetic_domains import dark_blobs_scene
 
 
@@ -31,7 +34,13 @@ def test_cli_finetunes_a_folder_and_the_checkpoint_loads(folders, tmp_path, caps
     rc = main(["finetune", str(images), "--labels", str(labels), "--out", str(out), "--steps", "3", "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 0 and out.is_file(), text
-    assert "before" in text and "after" in text
+    found = re.search(r"click IoU ([0-9.]+) before -> ([0-9.]+) after", text)
+    assert found, text
+    before, after = float(found[1]), float(found[2])  # printed to 3 decimals: kinds of advice, not exact words
+    worse, poor = after < before - WORSE_BY, after < GOOD_ENOUGH
+    if min(abs(after - before + WORSE_BY), abs(after - GOOD_ENOUGH)) > 1e-3:
+        assert ("does worse than the one it started from" in text) == worse, text
+        assert ("label more images" in text) == (poor or worse), text
     model = gs.load_model(out, device="cpu")
     assert model.kind == "unsamv2" and model.info == {} and model.config == "granseg_tiny.yaml"
 

@@ -35,3 +35,28 @@ def test_progress_line_says_step_loss_and_time_left():
     assert "encoding" in s.progress_text()
     s.on_progress(30, 200, 0.4567, 125.0)
     assert s.progress_text() == "step 30/200 · loss 0.457 · about 2.1 min left"
+
+
+def _record(before, after):
+    return {"objects_held_back": 3, "granularity": 1.0, "held_back_iou_before": before, "held_back_iou_after": after}
+
+
+def test_the_result_line_warns_when_the_new_model_is_worse_or_still_poor(tmp_path):
+    """A person choosing which model to use hears what the held-back objects say, in the result line itself."""
+    from types import SimpleNamespace
+
+    s = FinetuneSession(name="cells-v1")
+    s.result = SimpleNamespace(info={"finetune": _record(0.70, 0.55)}, checkpoint=tmp_path / "cells-v1.pt")
+    assert "does worse than the one it started from" in s.summary() and "0.55 vs 0.70" in s.summary()
+    s.result.info["finetune"] = _record(0.30, 0.65)
+    assert "label more images" in s.summary() and "worse" not in s.summary()
+    s.result.info["finetune"] = _record(0.30, 0.90)
+    assert s.summary().endswith("pick it in any widget's model list.")
+
+
+def test_no_advice_without_held_back_scores():
+    from napari_granseg.finetuning.advice import next_step_advice
+
+    assert next_step_advice(_record(float("nan"), float("nan"))) == ""
+    assert next_step_advice({}) == ""
+    assert next_step_advice(_record(0.81, 0.80)) == ""  # within the noise of the score, and good enough

@@ -13,6 +13,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..finetuning.advice import next_step_advice
+
 __all__ = ["FinetuneSession", "training_pairs"]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -81,9 +83,11 @@ class FinetuneSession:
         if self.result is None:
             return ""
         rec = self.result.info["finetune"]
+        advice = next_step_advice(rec)
         return (f"held-back objects ({rec['objects_held_back']}, never trained on), click IoU at g="
                 f"{rec['granularity']:g}: {rec['held_back_iou_before']:.2f} before → {rec['held_back_iou_after']:.2f} "
-                f"after. Saved as '{self.name}' ({self.result.checkpoint}): pick it in any widget's model list.")
+                f"after. Saved as '{self.name}' ({self.result.checkpoint}): pick it in any widget's model list."
+                + (f" {advice}" if advice else ""))
 
 
 def _duration(seconds: float) -> str:
