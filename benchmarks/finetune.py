@@ -136,8 +136,8 @@ def main(argv=None) -> None:
     train, test, old = _data(args.train_images)
     configs = [] if args.cost_only else args.configs.split(",")
     rows = [run_config(base, train, (test, old), t, args.steps, json.loads(args.set)) for t in configs]
-    cols = ["trainable", "encoder", "steps", "overrides", "train_images", "trained_cells_after", "new_before_auto", "new_after_auto", "new_before_fp32", "new_after_fp32",
-            "gain_auto", "old_before", "old_after", "old_change", "held_back_before", "held_back_after", "wall_s",
+    cols = ["trainable", "encoder", "steps", "overrides", "train_images", "trained_cells_after", "new_before_auto",
+            "new_after_auto", "new_before_fp32", "new_after_fp32", "gain_auto", "old_before", "old_after", "old_change", "held_back_before", "held_back_after", "wall_s",
             "peak_rss_mb"]
     costs = [] if args.no_cost else step_costs()
     extra = {"costs_hiera_s": costs, "load_average": list(__import__("os").getloadavg()),

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..engine.prompts import one_granularity
-from ..precisions import check_precision
 from ..engine.tiling import SCALES, check_scale, check_tile
 from ..model_store import ModelRef
+from ..precisions import check_precision
 from .inputs import expand_inputs, file_stamp
 
 __all__ = ["MODES", "SCALES", "FORMAT_VERSION", "ModelRef", "Job", "fingerprint", "reference_pairs", "jsonable"]
