@@ -59,13 +59,21 @@ def _objects(labels):
     return [(i, int(k)) for i, lab in enumerate(labels) for k in np.unique(lab[lab > 0])]
 
 
-def test_the_finetune_keeps_the_demos_own_domain(finetuned, demo_model):
+def test_the_finetune_keeps_the_demos_own_domain(finetuned, demo_model, blob_data):
     """Nested cells (the demo's training domain), whole cells at g = 1.0, the granularity the fine-tune's labels
-    stand for: the replay of the base model's own answers holds them."""
+    stand for: the replay of the base model's own answers holds them, where the same short run without it loses
+    more than half of them. (60 steps: a full-length run keeps them within 0.05, docs/benchmarks.md; a run this
+    short ends before the replay has pulled the model back, so the margin here is wider.)"""
     from napari_granseg.synthetic import nested_cells_scene
 
     scenes = [nested_cells_scene(size=128, n_cells=3, seed=s) for s in (310, 311)]
     images, labels = [s.image for s in scenes], [s.labels(2) for s in scenes]
+    (train_images, train_labels), _ = blob_data
+    unguarded = gs.finetune(train_images, train_labels, model=demo_model,
+                            steps=finetuned[0].info["finetune"]["steps"],
+                            settings=FinetuneSettings(augment=4, keep_weight=0.0))
     before = click_iou(demo_model, images, labels, _objects(labels), 1.0)
     after = click_iou(finetuned[0], images, labels, _objects(labels), 1.0)
-    assert before > 0.9 and after >= before - 0.1, (before, after)
+    without = click_iou(unguarded, images, labels, _objects(labels), 1.0)
+    assert before > 0.9 and after >= before - 0.2, (before, after)
+    assert without < after - 0.2, (without, after)
