@@ -104,9 +104,10 @@ def step_costs(repeats: int = 2) -> list[dict]:
     rows = [{"choice": "encode one image (once per image and flip/rotation)", "seconds": encode,
              "device": str(base.device)}]
     objs = _objects([lab])
-    for trainable, encoder, extra in (("lora", "frozen", {}), ("decoder", "frozen", {}),
-                                      ("decoder", "frozen", {"objects_per_step": 4, "corrections": 0}),
-                                      ("decoder", "last_stage", {}), ("decoder", "all", {})):
+    full, light = {"objects_per_step": 8, "corrections": 1}, {"objects_per_step": 4, "corrections": 0}
+    for trainable, encoder, extra in (("lora", "frozen", full), ("decoder", "frozen", full),
+                                      ("decoder", "frozen", light),
+                                      ("decoder", "last_stage", full), ("decoder", "all", full)):
         settings = FinetuneSettings(trainable=trainable, encoder=encoder, augment=1, steps=repeats + 1, **extra)
         tuner = Finetuner(base, [img], [lab], objs, 1.0, settings)
         opt = torch.optim.AdamW(list(tuner.params.values()), lr=1e-5)

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import napari_granseg as gs
-from napari_granseg.finetuning.params import SMALL_ENCODER_PARAMS, encoder_param_filter, resolve_encoder_choice
+from napari_granseg.finetuning.params import (FULL_STEP, LIGHT_STEP, SMALL_ENCODER_PARAMS, encoder_param_filter,
+                                             resolve_encoder_choice, resolve_step_work)
 from napari_granseg.finetuning.score import click_iou
 from napari_granseg.finetuning.trainer import FinetuneSettings
 
@@ -25,6 +26,29 @@ def test_auto_keeps_a_released_size_encoder_frozen_off_gpu(device, expected):
     assert sum(p.numel() for p in model.image_encoder.parameters()) > SMALL_ENCODER_PARAMS
     assert resolve_encoder_choice("auto", model, torch.device(device)) == expected
     assert resolve_encoder_choice("all", model, torch.device(device)) == "all"
+
+
+@pytest.mark.parametrize("device, expected", [("cpu", LIGHT_STEP), ("cuda", FULL_STEP), ("mps", LIGHT_STEP)])
+def test_auto_lightens_the_step_of_a_released_size_model_off_gpu(device, expected):
+    """A released-size decoder step costs 4.8 s on a CPU at the full step, 1.5 s at the light one."""
+    model = _BigEncoderModel()
+    assert resolve_step_work(None, None, model, torch.device(device)) == expected
+    assert resolve_step_work(8, 2, model, torch.device(device)) == (8, 2)  # what the person set is kept
+    assert resolve_step_work(None, 2, model, torch.device(device)) == (expected[0], 2)
+
+
+def test_the_demo_model_takes_the_full_step_and_the_record_says_what_ran(demo_model, finetuned):
+    assert LIGHT_STEP != FULL_STEP
+    assert resolve_step_work(None, None, demo_model.module, torch.device("cpu")) == FULL_STEP
+    used = finetuned[0].info["finetune"]["settings"]
+    assert (used["objects_per_step"], used["corrections"]) == FULL_STEP
+
+
+def test_step_settings_out_of_range_are_refused_before_training():
+    with pytest.raises(ValueError, match="objects_per_step"):
+        FinetuneSettings(objects_per_step=0).check()
+    with pytest.raises(ValueError, match="corrections"):
+        FinetuneSettings(corrections=-1).check()
 
 
 def test_auto_trains_a_small_encoder_whole(demo_model):

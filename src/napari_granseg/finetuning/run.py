@@ -107,7 +107,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     tuner = Finetuner(base, imgs, labs, trained, granularity, settings,
                       keep_images=[np.asarray(k) for k in keep_images])
     history = tuner.fit(progress=progress, cancel=cancel)
-    encoder_trained = tuner.encoder_choice
+    encoder_trained, used = tuner.encoder_choice, tuner.settings
     state = unsamv2_state_dict(tuner.model)
     del tuner
     loaded = state_to_model(state, base, name=name or (Path(out).stem if out else f"{base.name}-finetuned"))
@@ -115,7 +115,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     record = {"base": base.name, "granularity": float(granularity), "steps": settings.steps,
               "objects_trained": len(trained), "objects_held_back": len(held), "images": len(imgs),
               "held_back_iou_before": before, "held_back_iou_after": after, "precision": settings.precision,
-              "seconds": round(time.perf_counter() - t0, 1), "settings": settings.to_dict(),
+              "seconds": round(time.perf_counter() - t0, 1), "settings": used.to_dict(),
               "encoder_trained": encoder_trained,
               "last_loss": history[-1]["loss"] if history else None}
     loaded.info["finetune"] = record

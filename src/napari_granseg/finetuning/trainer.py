@@ -31,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -45,7 +45,8 @@ from ..models.unsamv2 import lora_target_names
 from .clicks import correction_clicks, sample_in_masks
 from .data import centre_weights, dihedral, foreground_weights, target_labels
 from .losses import LossWeights, dice_loss, unsamv2_loss
-from .params import encoder_param_filter, is_decoder_param, is_upstream_trainable, resolve_encoder_choice
+from .params import (encoder_param_filter, is_decoder_param, is_upstream_trainable, resolve_encoder_choice,
+                     resolve_step_work)
 
 __all__ = ["FinetuneSettings", "Finetuner", "FinetuneCancelled", "ProgressFn", "CancelFn", "ENCODER_CHOICES"]
 
@@ -71,8 +72,9 @@ class FinetuneSettings:
     trainable: str = "decoder"         # "decoder" | "lora" (UnSAMv2's own trainable set, less capacity)
     encoder: str = "auto"              # "auto" | "frozen" | "last_stage" | "all": encoder weights that train too
     encoder_lr: float = 1e-3           # the encoder's learning rate
-    objects_per_step: int = 8
-    corrections: int = 1               # up to this many corrective clicks per object (random 0..n)
+    objects_per_step: int | None = None  # objects per step (None: 8, or 4 for a released-size model off a GPU)
+    corrections: int | None = None     # up to this many corrective clicks per object, random 0..n (None: 1, or 0
+                                       # for a released-size model off a GPU: params.resolve_step_work)
     centre_power: float = 1.0          # first clicks ~ (distance to the border) ** power
     augment: int = 8                   # flips/rotations per image: 1, 2, 4 or 8
     held_fraction: float = 0.15
@@ -98,6 +100,10 @@ class FinetuneSettings:
             raise ValueError(f"augment={self.augment}: use 1, 2, 4 or 8 flips/rotations per image")
         if self.steps < 1:
             raise ValueError(f"steps={self.steps}: train at least one step")
+        if self.objects_per_step is not None and self.objects_per_step < 1:
+            raise ValueError(f"objects_per_step={self.objects_per_step}: use at least 1 (or None: auto)")
+        if self.corrections is not None and self.corrections < 0:
+            raise ValueError(f"corrections={self.corrections}: use 0 or more (or None: auto)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,6 +133,9 @@ class Finetuner:
                  train_objects: list[tuple[int, int]], granularity: float, settings: FinetuneSettings,
                  keep_images: list[np.ndarray] | None = None):
         settings.check()
+        objects, corrections = resolve_step_work(settings.objects_per_step, settings.corrections, base.module,
+                                                 base.device)
+        settings = replace(settings, objects_per_step=objects, corrections=corrections)
         self.base, self.settings, self.granularity = base, settings, float(granularity)
         self.device = base.device
         self.encoder_choice = resolve_encoder_choice(settings.encoder, base.module, base.device)
