@@ -14,6 +14,7 @@ Second table: the cost of one training step per choice for a 46 M-parameter SAM 
 weights, 1024 px: the released models' architecture), and of encoding one image.
 
     python benchmarks/finetune.py [--domain rods] [--steps N] [--configs default,decoder:frozen] [--no-cost] [--threads 1]
+    python benchmarks/finetune.py --model unsamv2-plus --device cuda --domain rods --no-cost   # a released model
     python benchmarks/finetune.py --configs default --set '{"keep_weight": 0, "anchor_weight": 0}' --steps 1200 --no-cost
 """
 from __future__ import annotations
@@ -56,6 +57,13 @@ def _data(n_train: int = 4, domain: str = "membranes"):
         ([s.image for s in old], [s.labels(2) for s in old])
 
 
+def _keep_images(base):
+    """What the model must keep segmenting: for the demo, gs.finetune's own choice (its training scenes); for a
+    real checkpoint, scenes of the old domain the benchmark scores (other seeds), as a person passes images of
+    their other experiments."""
+    return None if base.is_demo else [nested_cells_scene(size=SIZE, n_cells=3, seed=9100 + i).image for i in range(4)]
+
+
 def _scores(model, data, g=1.0) -> dict:
     (ti, tl), (oi, ol) = data
     return {"new_auto": click_iou(model, ti, tl, _objects(tl), g, "auto"),
@@ -72,12 +80,13 @@ def run_config(base, train, evaluation, config: str, steps: int | None, override
     before = _scores(base, evaluation)
     settings = FinetuneSettings(trainable=trainable, encoder=encoder or FinetuneSettings.encoder, **(overrides or {}))
     t0 = time.perf_counter()
-    model = gs.finetune(train[0], train[1], model=base, granularity=1.0, steps=steps, settings=settings)
+    model = gs.finetune(train[0], train[1], model=base, granularity=1.0, steps=steps, settings=settings,
+                        keep_images=_keep_images(base))
     wall = time.perf_counter() - t0
     after = _scores(model, evaluation)
     rec = model.info["finetune"]
     trained, _ = split_objects(train[1], settings.held_fraction, settings.seed)
-    return {"domain": domain, "trainable": trainable, "encoder": rec["encoder_trained"], "steps": rec["steps"],
+    return {"model": base.name, "domain": domain, "trainable": trainable, "encoder": rec["encoder_trained"], "steps": rec["steps"],
             "overrides": json.dumps(overrides or {}), "train_images": len(train[0]),
             "objects_trained": rec["objects_trained"],
             "trained_cells_after": click_iou(model, train[0], train[1], trained, 1.0, "auto"),
@@ -134,13 +143,16 @@ def main(argv=None) -> None:
                     '"anchor_weight": 0}\' (the fit without the forgetting guard)')
     ap.add_argument("--train-images", type=int, default=4, help="labelled training images of the new domain")
     ap.add_argument("--domain", default="membranes", choices=sorted(DOMAINS), help="the new domain")
+    ap.add_argument("--model", default="unsamv2-demo",
+                    help="the UnSAMv2 model to fine-tune: a zoo name (unsamv2-plus, ...) or a checkpoint file")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     ap.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads (1 on a machine shared with other jobs: oversubscribed threads crawl)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = gs.load_model("unsamv2-demo", device="cpu")
+    base = gs.load_model(args.model, device=args.device)
     train, test, old = _data(args.train_images, args.domain)
     configs = [] if args.cost_only else args.configs.split(",")
     rows = [run_config(base, train, (test, old), t, args.steps, json.loads(args.set), args.domain) for t in configs]
