@@ -28,7 +28,9 @@ def add_finetune_parser(sub) -> argparse.ArgumentParser:
                                                  "napari_granseg.load_model(PATH)")
     ft.add_argument("--granularity", "-g", type=float, default=1.0,
                     help="what the labels stand for: 1.0 whole objects (default) .. 0.1 small parts")
-    ft.add_argument("--steps", type=int, default=None, help="training steps (default: from the number of objects)")
+    ft.add_argument("--steps", type=int, default=None,
+                    help="training steps (default: 40 per object, 400-800 for four images, up to 200 per labelled "
+                         "image beyond)")
     ft.add_argument("--model", default=None, help="UnSAMv2 model to start from: zoo name or checkpoint (default: "
                                                   "best cached, else the demo)")
     ft.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")

@@ -101,3 +101,35 @@ def test_the_finetune_keeps_the_demos_own_domain(finetuned, demo_model, blob_dat
     without = click_iou(unguarded, images, labels, _objects(labels), 1.0)
     assert before > 0.9 and after >= before - 0.2, (before, after)
     assert without < after - 0.2, (without, after)
+
+
+@pytest.mark.parametrize("objects, images, expected", [
+    (3, 1, 400),      # few objects: at least 400 steps
+    (17, 4, 680),     # 40 per object
+    (27, 4, 800),     # four images: at most 800 (five minutes for the demo on a CPU)
+    (80, 16, 3200),   # more labelled images get more steps (16 membrane images: 0.70 at 800, 0.83 at 3000)
+    (300, 16, 3200),  # at most 200 per image
+])
+def test_default_steps_grow_with_objects_and_with_labelled_images(objects, images, expected):
+    from napari_granseg.finetuning.run import default_steps
+
+    assert default_steps(objects, images) == expected
+
+
+def test_a_finetune_without_steps_takes_the_default_for_its_objects_and_images(demo_model):
+    """Through gs.finetune, as a person calls it: six labelled images, no steps given; more steps than four
+    images would get (800), as many as the rule gives for these objects and images."""
+    from napari_granseg.finetuning.data import split_objects
+    from napari_granseg.finetuning.run import default_steps
+    from napari_granseg.finetuning.trainer import FinetuneCancelled
+    from napari_granseg.synthetic_domains import dark_blobs_scene
+
+    scenes = [dark_blobs_scene(size=64, n_objects=5, seed=70 + i) for i in range(6)]
+    labels = [lab for _, lab in scenes]
+    trained, _ = split_objects(labels)
+    seen = []
+    with pytest.raises(FinetuneCancelled):  # cancelled after the first step, which says how many there will be
+        gs.finetune([img for img, _ in scenes], labels, model=demo_model,
+                    progress=lambda step, total, loss, eta: seen.append(total), cancel=lambda: bool(seen),
+                    settings=FinetuneSettings(augment=1))
+    assert seen == [default_steps(len(trained), 6)] and seen[0] > 800, (seen, len(trained))

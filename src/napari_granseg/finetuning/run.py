@@ -26,21 +26,23 @@ __all__ = ["finetune", "default_steps", "demo_replay", "check_steps"]
 
 
 def check_steps(steps) -> int | None:
-    """Training steps: a whole number of at least 1, or None (from the number of objects); never a silent
+    """Training steps: a whole number of at least 1, or None (from the number of objects and images); never a silent
     ``int()`` of a fraction or a word."""
     if steps is None:
         return None
     if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise ValueError(f"steps={steps!r}: give a whole number of training steps (at least 1, e.g. 300), or "
-                         f"None to choose it from the number of objects")
+                         f"None to choose it from the number of objects and images")
     return int(steps)
 
 
-def default_steps(n_objects: int) -> int:
-    """Steps for ``n_objects`` trained objects: enough passes over each (with its flips/rotations) to converge on
-    the synthetic development domain (dark blobs: 300 steps 0.82, 800 steps 0.84 held-out click IoU, the old
-    domain held either way), bounded so a run of the demo-size model stays within five minutes on a CPU."""
-    return int(np.clip(40 * n_objects, 400, 800))
+def default_steps(n_objects: int, n_images: int) -> int:
+    """Steps for ``n_objects`` trained objects on ``n_images`` images: 40 per object (each seen, with its
+    flips/rotations, often enough to converge on the development domain: dark blobs 300 steps 0.82, 680 steps
+    0.89), at least 400, at most 200 per image and never fewer than 800 as the cap. Four labelled images thus
+    take at most 800 steps (a demo-size run within five minutes on a CPU); more labelled images get more steps,
+    which they need: 16 membrane images scored 0.70 at 800 steps and 0.83 at 3000 (docs/benchmarks.md)."""
+    return int(np.clip(40 * n_objects, 400, max(800, 200 * n_images)))
 
 
 def demo_replay(base: LoadedModel, n: int = 4) -> list[np.ndarray]:
@@ -82,7 +84,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     granularity: what the labels stand for (1.0 whole objects; a person labelling nuclei inside cells gives
     a lower value). out: write the checkpoint there (UnSAMv2's released layout; ``load_model(out)`` reads it
     back with the same results); an existing file is replaced only if this tool wrote it. steps: training
-    steps (None: from the number of objects). progress(step, total, loss, eta_seconds), cancel() -> bool:
+    steps (None: :func:`default_steps`, from the number of objects and images). progress(step, total, loss, eta_seconds), cancel() -> bool:
     callbacks (cancel raises :class:`~.trainer.FinetuneCancelled`, nothing written). settings: the recipe
     (:class:`FinetuneSettings`). keep_images: images of the kind the model already segments well (say, your
     other experiments): it keeps its own results on them (None: for the demo model, samples of its synthetic
@@ -99,7 +101,7 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     settings = replace(settings or FinetuneSettings())
     trained, held = split_objects(labs, settings.held_fraction, settings.seed)
     settings.steps = int(steps) if steps is not None else (settings.steps if settings.steps != FinetuneSettings.steps
-                                                          else default_steps(len(trained)))
+                                                          else default_steps(len(trained), len(imgs)))
     t0 = time.perf_counter()
     before = click_iou(base, imgs, labs, held, granularity, settings.precision)
     if keep_images is None:
