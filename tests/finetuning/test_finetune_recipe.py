@@ -133,3 +133,20 @@ def test_a_finetune_without_steps_takes_the_default_for_its_objects_and_images(d
                     progress=lambda step, total, loss, eta: seen.append(total), cancel=lambda: bool(seen),
                     settings=FinetuneSettings(augment=1))
     assert seen == [default_steps(len(trained), 6)] and seen[0] > 800, (seen, len(trained))
+
+
+def test_steps_set_in_the_settings_are_kept_even_at_the_old_default(demo_model):
+    """FinetuneSettings(steps=300) trains 300 steps: a number a person writes is never read as "auto", whatever
+    it is (300 once was the field's default and was taken for auto)."""
+    from napari_granseg.finetuning.trainer import FinetuneCancelled
+    from napari_granseg.synthetic_domains import dark_blobs_scene
+
+    scenes = [dark_blobs_scene(size=64, n_objects=5, seed=80 + i) for i in range(2)]
+    seen = []
+    with pytest.raises(FinetuneCancelled):
+        gs.finetune([img for img, _ in scenes], [lab for _, lab in scenes], model=demo_model,
+                    progress=lambda step, total, loss, eta: seen.append(total), cancel=lambda: bool(seen),
+                    settings=FinetuneSettings(augment=1, steps=300))
+    assert seen == [300]
+    with pytest.raises(ValueError, match="at least one step"):
+        FinetuneSettings(steps=0).check()

@@ -100,8 +100,9 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     base = _base_model(model, device)
     settings = replace(settings or FinetuneSettings())
     trained, held = split_objects(labs, settings.held_fraction, settings.seed)
-    settings.steps = int(steps) if steps is not None else (settings.steps if settings.steps != FinetuneSettings.steps
-                                                          else default_steps(len(trained), len(imgs)))
+    if steps is None:
+        steps = check_steps(settings.steps)
+    settings.steps = steps if steps is not None else default_steps(len(trained), len(imgs))
     t0 = time.perf_counter()
     before = click_iou(base, imgs, labs, held, granularity, settings.precision)
     if keep_images is None:

@@ -67,7 +67,7 @@ class FinetuneCancelled(RuntimeError):
 class FinetuneSettings:
     """The recipe. Defaults were chosen on a synthetic development domain (see docs/finetune.md)."""
 
-    steps: int = 300
+    steps: int | None = None           # None: finetune() picks run.default_steps (objects, images)
     lr: float = 1e-3
     trainable: str = "decoder"         # "decoder" | "lora" (UnSAMv2's own trainable set, less capacity)
     encoder: str = "auto"              # "auto" | "frozen" | "last_stage" | "all": encoder weights that train too
@@ -98,8 +98,8 @@ class FinetuneSettings:
             raise ValueError(f"encoder={self.encoder!r}: use one of {ENCODER_CHOICES}")
         if self.augment not in (1, 2, 4, 8):
             raise ValueError(f"augment={self.augment}: use 1, 2, 4 or 8 flips/rotations per image")
-        if self.steps < 1:
-            raise ValueError(f"steps={self.steps}: train at least one step")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps={self.steps}: train at least one step (or None: from the labelled objects)")
         if self.objects_per_step is not None and self.objects_per_step < 1:
             raise ValueError(f"objects_per_step={self.objects_per_step}: use at least 1 (or None: auto)")
         if self.corrections is not None and self.corrections < 0:
@@ -133,6 +133,9 @@ class Finetuner:
                  train_objects: list[tuple[int, int]], granularity: float, settings: FinetuneSettings,
                  keep_images: list[np.ndarray] | None = None):
         settings.check()
+        if settings.steps is None:
+            raise ValueError("steps=None: the Finetuner trains a given number of steps; finetune() picks them from "
+                             "the labelled objects (run.default_steps)")
         objects, corrections = resolve_step_work(settings.objects_per_step, settings.corrections, base.module,
                                                  base.device)
         settings = replace(settings, objects_per_step=objects, corrections=corrections)
