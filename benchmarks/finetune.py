@@ -146,6 +146,9 @@ def main(argv=None) -> None:
     ap.add_argument("--domain", default="membranes", choices=sorted(DOMAINS), help="the new domain")
     ap.add_argument("--model", default="unsamv2-demo",
                     help="the UnSAMv2 model to fine-tune: a zoo name (unsamv2-plus, ...) or a checkpoint file")
+    ap.add_argument("--config", default=None,
+                    help="a checkpoint file's model config (e.g. granseg_tiny.yaml for a demo-size model; "
+                         "default: the file's own record, else SAM 2.1 Hiera-S)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
     ap.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=None,
@@ -153,7 +156,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    base = gs.load_model(args.model, device=args.device)
+    base = gs.load_model(args.model, kind="unsamv2", config=args.config, device=args.device)
     train, test, old = _data(args.train_images, args.domain)
     configs = [] if args.cost_only else args.configs.split(",")
     rows = [run_config(base, train, (test, old), t, args.steps, json.loads(args.set), args.domain) for t in configs]
