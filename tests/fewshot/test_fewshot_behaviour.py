@@ -22,3 +22,25 @@ def test_segments_the_referenced_class_not_the_other(trained_sansa):
     sep = class_separation(trained_sansa, n_references=3, n_targets=2)  # seed unused by training
     for cls, (same, other) in sep.items():
         assert same > 0.5 and same > 2 * other, (cls, same, other, sep)
+
+
+def test_a_person_prompt_marks_one_object_of_the_class():
+    """The evaluation's point / box / stroke are what a person gives in the few-shot widget: on one object of
+    the referenced class (the largest), inside it, never on the other class."""
+    from scipy import ndimage
+
+    from granseg_training.sansa.evaluate import PERSON_PROMPTS, one_object_prompt
+    from napari_granseg.synthetic import shapes_scene
+
+    _, labels = shapes_scene(size=128, n_objects=4, rng=np.random.default_rng(3))
+    discs = labels == 1
+    parts, n = ndimage.label(discs)
+    largest = parts == 1 + int(np.argmax(ndimage.sum(discs, parts, range(1, n + 1))))
+    prompts = {kind: one_object_prompt(discs, kind) for kind in PERSON_PROMPTS}
+    (x, y), = prompts["point"]["points"]
+    assert largest[int(y), int(x)]
+    x0, y0, x1, y1 = prompts["box"]["box"]
+    rows, cols = np.nonzero(largest)
+    assert (x0, y0, x1, y1) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
+    assert all(largest[int(yy), int(xx)] for xx, yy in prompts["scribble"]["scribble"])
+    assert np.array_equal(one_object_prompt(discs, "mask")["mask"], discs)
