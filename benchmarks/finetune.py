@@ -15,6 +15,7 @@ weights, 1024 px: the released models' architecture), and of encoding one image.
 
     python benchmarks/finetune.py [--domain rods] [--steps N] [--configs default,decoder:frozen] [--no-cost] [--threads 1]
     python benchmarks/finetune.py --model unsamv2-plus --device cuda --domain rods --no-cost   # a released model
+    python benchmarks/finetune.py --model standin.pt --config granseg_tiny.yaml --domain rods --no-cost  # a file
     python benchmarks/finetune.py --configs default --set '{"keep_weight": 0, "anchor_weight": 0}' --steps 1200 --no-cost
 """
 from __future__ import annotations
