@@ -64,6 +64,7 @@ def test_labels_references_through_the_run_button(make_napari_viewer, qtbot, no_
     assert iou_disc > 0.5 and iou_disc > 2 * iou_tri, (iou_disc, iou_tri)
     assert w.progress.maximum() == 4 and w._done == 4
     assert "DEMO" in w.model_badge.text() and w.status.text().startswith("done: 4 target slice(s)")
+    assert "Labels layer" not in w.status.text()  # label references: no advice to use them
 
 
 @pytest.mark.parametrize("prompt", ["box", "scribble"])
@@ -109,6 +110,9 @@ def test_shapes_references(make_napari_viewer, qtbot, no_cached_models, series, 
     assert all(np.array_equal(out[i + 1] > 0, m) for i, m in enumerate(expected))
     assert out[1:].any() and not out[0].any()  # predictions on the targets; nothing painted on the reference
     assert w.progress.maximum() == len(images) - 1
+    # what the person reads: the DEMO tag and, for prompts on the demo, what to do instead
+    qtbot.waitUntil(lambda: "done:" in w.status.text(), timeout=10_000)
+    assert "[DEMO model]" in w.status.text() and "in a Labels layer" in w.status.text(), w.status.text()
 
 
 def test_prompts_by_slice_reads_points_rectangles_and_paths(make_napari_viewer):

@@ -63,6 +63,7 @@ def test_label_references_segment_every_other_slice_like_the_engine(series, sans
     for i, want in zip((1, 2, 4, 5), expected):
         np.testing.assert_array_equal(out[i], want)
     assert [p.done for p in runner.progress if p.total == 4] == [1, 2, 3, 4]
+    assert session.caveat() == ""  # label references: nothing to add, demo or not
 
     session, seen = _run(request, runner=SyncRunner(cancel_after=4))  # Cancel after the first slices
     assert session.done < 4 and session.last_error == "" and seen["failed"] == []
@@ -83,6 +84,8 @@ def test_prompt_references_and_mistakes(series, sansa_demo):
     for i in (1, 2):
         np.testing.assert_array_equal(session.output[i] > 0, fs.segment(images[i]).mask)
     assert not session.output[0].any()
+    # the demo from a box: the result comes with what to do instead (it reads label references only)
+    assert session.model_shown.demo and "paint a few objects of the class in a Labels layer" in session.caveat()
 
     empty = FewShotRequest(plan=ImagePlan.from_array(images), layer_name="series", source_name="refs",
                            labels=np.zeros(images.shape, np.int32), model=sansa_demo)

@@ -25,11 +25,17 @@ from ._everything_job import ModelShown
 from ._layer_pixels import new_labels_array
 from ._tasks import JobRunner, Progress, WidgetError, error_text
 
-__all__ = ["FewShotRequest", "FewShotSession", "fewshot_job", "parse_slices", "TARGETS_PER_CALL"]
+__all__ = ["FewShotRequest", "FewShotSession", "fewshot_job", "parse_slices", "TARGETS_PER_CALL",
+           "DEMO_PROMPT_CAVEAT"]
 
 CONTEXT = "Few-shot"
 #: target slices segmented per call of the segmenter (class memories are built once per call)
 TARGETS_PER_CALL = 4
+#: Said after a demo run from clicks, boxes or strokes: the bundled demo was trained with label references only
+#: and from one object's prompt often segments the other class as well (docs/status.md has the numbers).
+DEMO_PROMPT_CAVEAT = ("the demo model reads Labels references, not clicks, boxes or strokes (from one object's "
+                      "prompt it often takes the other class too): paint a few objects of the class in a Labels "
+                      "layer and pick it as the reference")
 
 
 def parse_slices(text: str, n: int) -> list[int]:
@@ -187,6 +193,7 @@ class FewShotSession:
         self.targets: list[int] = []
         self.done = 0
         self.last_error = ""
+        self.prompted = False  # the last run's references were clicks/boxes/strokes (not labels)
 
     @property
     def running(self) -> bool:
@@ -199,12 +206,18 @@ class FewShotSession:
             raise WidgetError("a few-shot run is in progress: wait, or press Cancel.")
         self.last_error = ""
         self.output, self.store, self.done, self.refs, self.targets = None, None, 0, [], []
+        self.prompted, self.model_shown = request.labels is None, None
         job = fewshot_job(request, where, on_segmenter=self._segmenter_ready)
         return self.runner.start(job, on_yield=self._yielded, on_error=self._error, message="starting…")
 
     def cancel(self) -> None:
         """Stop after the current group of slices (slices done so far stay in the output)."""
         self.runner.cancel()
+
+    def caveat(self) -> str:
+        """What the person should know about the last run's result ("" when nothing): the demo model from prompts."""
+        demo = self.model_shown is not None and self.model_shown.demo
+        return DEMO_PROMPT_CAVEAT if demo and self.prompted else ""
 
     def fail(self, text: str) -> None:
         """Record ``text`` (already shown to the user) as the last error."""

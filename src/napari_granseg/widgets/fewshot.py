@@ -275,7 +275,8 @@ class FewShotWidget(QWidget):
                             f"segmented into {self.output_layer.name}"
                             + (f" (large series: labels written to {store}; save the layer to keep them, then "
                                f"delete that folder)" if store else "")
-                            + (" [DEMO model]" if "DEMO" in self.model_badge.text() else ""))
+                            + (" [DEMO model]" if "DEMO" in self.model_badge.text() else "")
+                            + (f". Note: {self.session.caveat()}." if self.session.caveat() else ""))
 
     def cancel(self) -> None:
         """Stop after the current slice (results so far stay in the output layer)."""
