@@ -84,7 +84,8 @@ def finetune(images, labels, model: LoadedModel | str | None = None, granularity
     granularity: what the labels stand for (1.0 whole objects; a person labelling nuclei inside cells gives
     a lower value). out: write the checkpoint there (UnSAMv2's released layout; ``load_model(out)`` reads it
     back with the same results); an existing file is replaced only if this tool wrote it. steps: training
-    steps (None: :func:`default_steps`, from the number of objects and images). progress(step, total, loss, eta_seconds), cancel() -> bool:
+    steps (None: ``settings.steps`` if set, else :func:`default_steps`, from the number of objects and images).
+    progress(step, total, loss, eta_seconds), cancel() -> bool:
     callbacks (cancel raises :class:`~.trainer.FinetuneCancelled`, nothing written). settings: the recipe
     (:class:`FinetuneSettings`). keep_images: images of the kind the model already segments well (say, your
     other experiments): it keeps its own results on them (None: for the demo model, samples of its synthetic
