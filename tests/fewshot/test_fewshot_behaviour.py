@@ -44,3 +44,29 @@ def test_a_person_prompt_marks_one_object_of_the_class():
     assert (x0, y0, x1, y1) == (cols.min(), rows.min(), cols.max() + 1, rows.max() + 1)
     assert all(largest[int(yy), int(xx)] for xx, yy in prompts["scribble"]["scribble"])
     assert np.array_equal(one_object_prompt(discs, "mask")["mask"], discs)
+
+
+def test_the_demo_engine_says_once_that_it_reads_label_references(caplog):
+    """From a script (the napari console) as in the widget: a click, box or stroke reference on the bundled demo
+    logs what to do instead, once per set of references; a mask reference, or a non-demo model, says nothing."""
+    import logging
+
+    from napari_granseg import zoo
+    from napari_granseg.engine.fewshot import FewShotSegmenter
+    from napari_granseg.synthetic import shapes_scene
+
+    image, labels = shapes_scene(size=64, n_objects=3, rng=np.random.default_rng(0))
+    demo = zoo.load_model("sansa-demo", device="cpu")
+    fs = FewShotSegmenter(demo, image_size=None)
+    with caplog.at_level(logging.WARNING, logger="napari_granseg.engine.fewshot"):
+        fs.add_reference(image, mask=labels == 1)
+        assert "reads Labels references" not in caplog.text
+        fs.clear_references()
+        fs.add_reference(image, points=[[10.0, 10.0]])
+        fs.add_reference(image, box=[0.0, 0.0, 20.0, 20.0])
+    assert caplog.text.count("reads Labels references") == 1
+    caplog.clear()
+    plain = FewShotSegmenter(demo.module, image_size=None)  # a bare module: not known to be the demo
+    with caplog.at_level(logging.WARNING, logger="napari_granseg.engine.fewshot"):
+        plain.add_reference(image, points=[[10.0, 10.0]])
+    assert "reads Labels references" not in caplog.text

@@ -11,6 +11,7 @@ the same outputs (the per-target path is ``granseg_training.sansa.episodes.segme
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -22,8 +23,11 @@ from .episode import Features, build_memory, encode_frames, memory_banks, segmen
 from .fewshot_input import FewShotError, preprocess_image, preprocess_mask, reference_prompt, upsample_logits
 from .normalize import ImageShapeError, check_image, check_intensity
 from .prompts import remote_hint
+from .protocols import DEMO_PROMPT_NOTE
 
 __all__ = ["FewShotSegmenter", "FewShotResult", "FewShotError", "Reference"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -149,6 +153,8 @@ class FewShotSegmenter:
                       scribble=None) -> int:
         """Add one reference (image + mask, or points [[x, y], ...], box [x0, y0, x1, y1], scribble [[x, y],
         ...] in pixels). The first reference is the conditioning frame. Returns the number of references."""
+        if mask is None and self.loaded is not None and self.loaded.is_demo and not self._refs:
+            log.warning("few-shot: %s.", DEMO_PROMPT_NOTE)  # once per set of references
         tensor, shape = self.prepare(image)
         prompt = reference_prompt(shape, self.model_size, self.image_size, self.device, mask=mask, points=points,
                                   box=box, scribble=scribble)

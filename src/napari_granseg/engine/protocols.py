@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, runtim
 
 import numpy as np
 
-__all__ = ["Predictor", "FewShot", "Intensity", "Progress", "Cancel"]
+__all__ = ["Predictor", "FewShot", "Intensity", "Progress", "Cancel", "DEMO_PROMPT_NOTE"]
 
 #: a (low, high) grey range an image is scaled with (a stack's, for a slice of a stack)
 Intensity = tuple[float, float]
@@ -58,6 +58,14 @@ class Predictor(Protocol):
                 multimask_output: bool = False, mask_input=None, return_logits: bool = False, box=None,
                 refine: bool = False, normalize_coords: bool = True) -> tuple[np.ndarray, np.ndarray, Any]:
         """(masks (N, H, W) bool or float logits, ious (N,), low-res logits (N, h, w) or None)."""
+
+
+#: What a person should hear when the bundled demo few-shot model gets a click, box or stroke as a reference: it
+#: was trained with label references only and from one object's prompt often segments the other class as well
+#: (docs/status.md has the numbers). Said by the engine's ``add_reference`` and the few-shot widget.
+DEMO_PROMPT_NOTE = ("the demo model reads Labels references, not clicks, boxes or strokes (from one object's "
+                    "prompt it often takes the other class too): paint a few objects of the class in a Labels "
+                    "layer and pick it as the reference")
 
 
 @runtime_checkable

@@ -20,22 +20,17 @@ import numpy as np
 from psygnal import Signal
 
 from ..compute import describe, is_local, open_fewshot, resolve_where
+from ..engine.protocols import DEMO_PROMPT_NOTE
 from ..engine.source import ImagePlan
 from ._everything_job import ModelShown
 from ._layer_pixels import new_labels_array
 from ._tasks import JobRunner, Progress, WidgetError, error_text
 
-__all__ = ["FewShotRequest", "FewShotSession", "fewshot_job", "parse_slices", "TARGETS_PER_CALL",
-           "DEMO_PROMPT_CAVEAT"]
+__all__ = ["FewShotRequest", "FewShotSession", "fewshot_job", "parse_slices", "TARGETS_PER_CALL"]
 
 CONTEXT = "Few-shot"
 #: target slices segmented per call of the segmenter (class memories are built once per call)
 TARGETS_PER_CALL = 4
-#: Said after a demo run from clicks, boxes or strokes: the bundled demo was trained with label references only
-#: and from one object's prompt often segments the other class as well (docs/status.md has the numbers).
-DEMO_PROMPT_CAVEAT = ("the demo model reads Labels references, not clicks, boxes or strokes (from one object's "
-                      "prompt it often takes the other class too): paint a few objects of the class in a Labels "
-                      "layer and pick it as the reference")
 
 
 def parse_slices(text: str, n: int) -> list[int]:
@@ -217,7 +212,7 @@ class FewShotSession:
     def caveat(self) -> str:
         """What the person should know about the last run's result ("" when nothing): the demo model from prompts."""
         demo = self.model_shown is not None and self.model_shown.demo
-        return DEMO_PROMPT_CAVEAT if demo and self.prompted else ""
+        return DEMO_PROMPT_NOTE if demo and self.prompted else ""
 
     def fail(self, text: str) -> None:
         """Record ``text`` (already shown to the user) as the last error."""

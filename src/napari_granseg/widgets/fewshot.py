@@ -271,12 +271,13 @@ class FewShotWidget(QWidget):
             return
         cancelled = self.task.is_cancelled()
         store = self.output_layer.metadata.get("store")
+        caveat = self.session.caveat()
         self.status.setText(("cancelled after " if cancelled else "done: ") + f"{self._done} target slice(s) "
                             f"segmented into {self.output_layer.name}"
                             + (f" (large series: labels written to {store}; save the layer to keep them, then "
                                f"delete that folder)" if store else "")
                             + (" [DEMO model]" if "DEMO" in self.model_badge.text() else "")
-                            + (f". Note: {self.session.caveat()}." if self.session.caveat() else ""))
+                            + (f". Note: {caveat}." if caveat else ""))
 
     def cancel(self) -> None:
         """Stop after the current slice (results so far stay in the output layer)."""
